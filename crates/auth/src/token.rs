@@ -1,0 +1,37 @@
+//! Opaque bearer tokens. The caller gets the token once; the database keeps only its
+//! SHA-256, so a leaked table gives no working token. A prefix tells what a leaked token
+//! is (`pt_at_` console access token, `pt_rt_` refresh token, `pt_ss_` browser session).
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// A new random token of 32 bytes behind `prefix`.
+pub fn generate(prefix: &str) -> String {
+    portico_core::id::random_token(prefix, 32)
+}
+
+/// The digest stored in place of the token, hex-encoded.
+pub fn digest(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Constant-time equality for secrets and signatures.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_and_digests_stable() {
+        let a = generate("pt_at_");
+        assert!(a.starts_with("pt_at_") && a.len() == 6 + 64);
+        assert_ne!(a, generate("pt_at_"));
+        assert_eq!(digest(&a), digest(&a));
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

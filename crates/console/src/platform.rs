@@ -1,0 +1,76 @@
+//! The `Platform` handle: the store, the master key and the console's settings. Cheap to
+//! clone; every operation of the console domain is a method on it (see the sibling
+//! modules, one per concept).
+
+use std::{sync::Arc, time::Duration};
+
+use portico_auth::MasterKey;
+use portico_store::Store;
+
+/// Tunables of the console domain, from the `[console]` configuration section.
+#[derive(Debug, Clone)]
+pub struct ConsoleSettings {
+    /// Lifetime of a console access token (and of a browser session's idle window).
+    pub access_token_ttl: Duration,
+    /// Lifetime of a refresh token.
+    pub refresh_token_ttl: Duration,
+    /// Failed sign-ins in a row before an account locks.
+    pub lock_after_failures: u32,
+    /// How long a locked account stays locked.
+    pub lock_duration: Duration,
+    /// Added delay per failed sign-in in a row (capped at five steps), to slow guessing.
+    pub failed_login_delay: Duration,
+    /// How long a rotated app secret keeps working, unless a rotation asks otherwise.
+    pub rotation_grace: Duration,
+    /// Whether browser session cookies carry `Secure`.
+    pub secure_cookies: bool,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        ConsoleSettings {
+            access_token_ttl: Duration::from_secs(30 * 60),
+            refresh_token_ttl: Duration::from_secs(7 * 24 * 3600),
+            lock_after_failures: 5,
+            lock_duration: Duration::from_secs(15 * 60),
+            failed_login_delay: Duration::from_millis(200),
+            rotation_grace: Duration::from_secs(24 * 3600),
+            secure_cookies: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Platform {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    key: MasterKey,
+    settings: ConsoleSettings,
+}
+
+impl Platform {
+    pub fn new(store: Store, key: MasterKey, settings: ConsoleSettings) -> Platform {
+        Platform { inner: Arc::new(Inner { store, key, settings }) }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub(crate) fn key(&self) -> &MasterKey {
+        &self.inner.key
+    }
+
+    pub fn settings(&self) -> &ConsoleSettings {
+        &self.inner.settings
+    }
+}
+
+/// Runs a slow, CPU-bound function (password hashing) off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, portico_core::Error> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| portico_core::Error::Internal(format!("blocking task failed: {e}")))
+}

@@ -1,0 +1,39 @@
+//! Object ids: a type prefix, then 28 hex digits (milliseconds since the epoch, then random).
+//! Ids sort by creation time, which is what keyset pagination relies on.
+
+use rand::RngCore;
+
+/// A new id such as `mch_0193a4f1c2d94c1e7f0a2b3c4d5e`.
+pub fn new_id(prefix: &str) -> String {
+    let ms = crate::time::now_ms() as u64 & 0xffff_ffff_ffff;
+    let mut random = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut random);
+    format!("{prefix}_{ms:012x}{:016x}", u64::from_be_bytes(random))
+}
+
+/// A random token of `bytes` bytes, hex-encoded behind a prefix (`pk_live_…`).
+pub fn random_token(prefix: &str, bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    let mut out = String::with_capacity(prefix.len() + bytes * 2);
+    out.push_str(prefix);
+    for b in buf {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_sort_by_time_and_are_unique() {
+        let a = new_id("app");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = new_id("app");
+        assert!(a < b, "{a} < {b}");
+        assert_eq!(a.len(), "app_".len() + 28);
+        assert_ne!(new_id("x"), new_id("x"));
+    }
+}

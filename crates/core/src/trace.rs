@@ -1,0 +1,48 @@
+//! Trace ids: every request gets one (or keeps a well-formed one it brought in
+//! `x-trace-id`); it is logged with every line of the request, echoed in the
+//! `x-trace-id` response header and written into every envelope.
+
+use axum::{extract::Request, http::HeaderValue, middleware::Next, response::Response};
+use rand::RngCore;
+use tracing::Instrument;
+
+pub const TRACE_HEADER: &str = "x-trace-id";
+
+tokio::task_local! {
+    static TRACE_ID: String;
+}
+
+/// The current request's trace id, if called inside one.
+pub fn current() -> Option<String> {
+    TRACE_ID.try_with(|t| t.clone()).ok()
+}
+
+pub fn new_trace_id() -> String {
+    let mut b = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn accept_incoming(v: &HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    (s.len() >= 8 && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .then(|| s.to_string())
+}
+
+/// Middleware: assigns the trace id, opens the request's log span and logs its outcome.
+pub async fn layer(req: Request, next: Next) -> Response {
+    let trace_id = req.headers().get(TRACE_HEADER).and_then(accept_incoming).unwrap_or_else(new_trace_id);
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let span = tracing::info_span!("request", trace_id = %trace_id, %method, %path);
+    let started = std::time::Instant::now();
+    let header = HeaderValue::from_str(&trace_id).expect("trace ids are ASCII");
+    let mut response = TRACE_ID
+        .scope(trace_id, async move { next.run(req).await }.instrument(span.clone()))
+        .await;
+    span.in_scope(|| {
+        tracing::info!(status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "done")
+    });
+    response.headers_mut().insert(TRACE_HEADER, header);
+    response
+}

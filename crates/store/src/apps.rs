@@ -1,0 +1,204 @@
+//! `apps` and `app_credentials`: a merchant's applications and their sandbox and
+//! production key pairs. Every query here is scoped by `merchant_id`, except the lookup
+//! by `app_key`, which is how a caller is identified in the first place.
+
+use portico_core::{page::PageRequest, Error};
+use sqlx::{any::AnyRow, AnyConnection};
+
+use crate::{col, DbResult};
+
+#[derive(Debug, Clone)]
+pub struct AppRecord {
+    pub id: String,
+    pub merchant_id: String,
+    pub name: String,
+    pub integration_mode: String,
+    pub callback_url: Option<String>,
+    /// JSON array of CIDR strings.
+    pub ip_allowlist: String,
+    pub rsa_public_key: Option<String>,
+    pub status: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct CredentialRecord {
+    pub id: String,
+    pub app_id: String,
+    pub merchant_id: String,
+    pub environment: String,
+    pub app_key: String,
+    pub secret_sealed: String,
+    pub secret_created_at: i64,
+    pub previous_secret_sealed: Option<String>,
+    pub previous_secret_expires_at: Option<i64>,
+    pub created_at: i64,
+}
+
+const APP_COLUMNS: &str =
+    "id, merchant_id, name, integration_mode, callback_url, ip_allowlist, rsa_public_key, status, created_at, updated_at";
+const CREDENTIAL_COLUMNS: &str = "id, app_id, merchant_id, environment, app_key, secret_sealed, secret_created_at, \
+    previous_secret_sealed, previous_secret_expires_at, created_at";
+
+impl AppRecord {
+    fn from_row(r: &AnyRow) -> Result<Self, Error> {
+        Ok(AppRecord {
+            id: col(r, "id")?,
+            merchant_id: col(r, "merchant_id")?,
+            name: col(r, "name")?,
+            integration_mode: col(r, "integration_mode")?,
+            callback_url: col(r, "callback_url")?,
+            ip_allowlist: col(r, "ip_allowlist")?,
+            rsa_public_key: col(r, "rsa_public_key")?,
+            status: col(r, "status")?,
+            created_at: col(r, "created_at")?,
+            updated_at: col(r, "updated_at")?,
+        })
+    }
+}
+
+impl CredentialRecord {
+    fn from_row(r: &AnyRow) -> Result<Self, Error> {
+        Ok(CredentialRecord {
+            id: col(r, "id")?,
+            app_id: col(r, "app_id")?,
+            merchant_id: col(r, "merchant_id")?,
+            environment: col(r, "environment")?,
+            app_key: col(r, "app_key")?,
+            secret_sealed: col(r, "secret_sealed")?,
+            secret_created_at: col(r, "secret_created_at")?,
+            previous_secret_sealed: col(r, "previous_secret_sealed")?,
+            previous_secret_expires_at: col(r, "previous_secret_expires_at")?,
+            created_at: col(r, "created_at")?,
+        })
+    }
+}
+
+pub async fn insert(conn: &mut AnyConnection, a: &AppRecord) -> Result<(), Error> {
+    sqlx::query(&format!("INSERT INTO apps ({APP_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"))
+        .bind(&a.id)
+        .bind(&a.merchant_id)
+        .bind(&a.name)
+        .bind(&a.integration_mode)
+        .bind(&a.callback_url)
+        .bind(&a.ip_allowlist)
+        .bind(&a.rsa_public_key)
+        .bind(&a.status)
+        .bind(a.created_at)
+        .bind(a.updated_at)
+        .execute(conn)
+        .await
+        .db()?;
+    Ok(())
+}
+
+pub async fn get(conn: &mut AnyConnection, merchant_id: &str, app_id: &str) -> Result<Option<AppRecord>, Error> {
+    let row = sqlx::query(&format!("SELECT {APP_COLUMNS} FROM apps WHERE merchant_id = $1 AND id = $2"))
+        .bind(merchant_id)
+        .bind(app_id)
+        .fetch_optional(conn)
+        .await
+        .db()?;
+    row.as_ref().map(AppRecord::from_row).transpose()
+}
+
+pub async fn list(conn: &mut AnyConnection, merchant_id: &str, page: &PageRequest) -> Result<Vec<AppRecord>, Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT {APP_COLUMNS} FROM apps WHERE merchant_id = $1 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3"
+    ))
+    .bind(merchant_id)
+    .bind(page.after.as_deref())
+    .bind(page.limit as i64 + 1)
+    .fetch_all(conn)
+    .await
+    .db()?;
+    rows.iter().map(AppRecord::from_row).collect()
+}
+
+/// Writes an app's editable fields; returns whether the app exists for this merchant.
+pub async fn update(conn: &mut AnyConnection, a: &AppRecord) -> Result<bool, Error> {
+    let done = sqlx::query(
+        "UPDATE apps SET name = $1, integration_mode = $2, callback_url = $3, ip_allowlist = $4, rsa_public_key = $5, \
+         status = $6, updated_at = $7 WHERE merchant_id = $8 AND id = $9",
+    )
+    .bind(&a.name)
+    .bind(&a.integration_mode)
+    .bind(&a.callback_url)
+    .bind(&a.ip_allowlist)
+    .bind(&a.rsa_public_key)
+    .bind(&a.status)
+    .bind(a.updated_at)
+    .bind(&a.merchant_id)
+    .bind(&a.id)
+    .execute(conn)
+    .await
+    .db()?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn insert_credential(conn: &mut AnyConnection, c: &CredentialRecord) -> Result<(), Error> {
+    sqlx::query(&format!("INSERT INTO app_credentials ({CREDENTIAL_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"))
+        .bind(&c.id)
+        .bind(&c.app_id)
+        .bind(&c.merchant_id)
+        .bind(&c.environment)
+        .bind(&c.app_key)
+        .bind(&c.secret_sealed)
+        .bind(c.secret_created_at)
+        .bind(&c.previous_secret_sealed)
+        .bind(c.previous_secret_expires_at)
+        .bind(c.created_at)
+        .execute(conn)
+        .await
+        .db()?;
+    Ok(())
+}
+
+/// An app's credentials (sandbox first).
+pub async fn credentials(conn: &mut AnyConnection, merchant_id: &str, app_id: &str) -> Result<Vec<CredentialRecord>, Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT {CREDENTIAL_COLUMNS} FROM app_credentials WHERE merchant_id = $1 AND app_id = $2 ORDER BY environment DESC"
+    ))
+    .bind(merchant_id)
+    .bind(app_id)
+    .fetch_all(conn)
+    .await
+    .db()?;
+    rows.iter().map(CredentialRecord::from_row).collect()
+}
+
+/// The credential with this `app_key`, for identifying a caller.
+pub async fn credential_by_app_key(conn: &mut AnyConnection, app_key: &str) -> Result<Option<CredentialRecord>, Error> {
+    let row = sqlx::query(&format!("SELECT {CREDENTIAL_COLUMNS} FROM app_credentials WHERE app_key = $1"))
+        .bind(app_key)
+        .fetch_optional(conn)
+        .await
+        .db()?;
+    row.as_ref().map(CredentialRecord::from_row).transpose()
+}
+
+/// Replaces a credential's secret, keeping the old one valid until `previous_expires_at`.
+/// Guarded by the secret it replaces, so two concurrent rotations cannot both win.
+pub async fn rotate_secret(
+    conn: &mut AnyConnection,
+    c: &CredentialRecord,
+    new_secret_sealed: &str,
+    previous_expires_at: i64,
+    now: i64,
+) -> Result<bool, Error> {
+    let done = sqlx::query(
+        "UPDATE app_credentials SET secret_sealed = $1, secret_created_at = $2, previous_secret_sealed = $3, \
+         previous_secret_expires_at = $4 WHERE merchant_id = $5 AND id = $6 AND secret_sealed = $3",
+    )
+    .bind(new_secret_sealed)
+    .bind(now)
+    .bind(&c.secret_sealed)
+    .bind(previous_expires_at)
+    .bind(&c.merchant_id)
+    .bind(&c.id)
+    .execute(conn)
+    .await
+    .db()?;
+    Ok(done.rows_affected() == 1)
+}
