@@ -1,0 +1,376 @@
+//! Layered configuration: the commented defaults embedded in the binary
+//! (`portico.default.toml`) → an optional TOML file → `PORTICO_*` environment variables
+//! (`__` for nesting) → command-line flags. Validated once, at start; an invalid value
+//! stops start-up with a message that names it.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::{bail, Context};
+use figment::{
+    providers::{Format, Serialized, Toml},
+    Figment,
+};
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULTS: &str = include_str!("../portico.default.toml");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub master_key: String,
+    pub database: DatabaseConfig,
+    pub public: ListenerConfig,
+    pub console: ConsoleConfig,
+    pub internal: ListenerConfig,
+    pub http: HttpConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    pub addr: SocketAddr,
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_secs: u64,
+    pub lock_after_failures: u32,
+    pub lock_duration_secs: u64,
+    pub failed_login_delay_ms: u64,
+    pub rotation_grace_secs: u64,
+    pub secure_cookies: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub max_body_bytes: usize,
+    pub request_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    pub grace_secs: u64,
+}
+
+/// Values given as flags; `None` leaves the lower layers alone.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub public_addr: Option<SocketAddr>,
+    pub console_addr: Option<SocketAddr>,
+    pub internal_addr: Option<SocketAddr>,
+    pub log_format: Option<LogFormat>,
+}
+
+impl Overrides {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let mut put = |key, v: Option<String>| {
+            if let Some(v) = v {
+                out.push((key, v));
+            }
+        };
+        put("data_dir", self.data_dir.as_ref().map(|p| p.display().to_string()));
+        put("database.url", self.database_url.clone());
+        put("public.addr", self.public_addr.map(|a| a.to_string()));
+        put("console.addr", self.console_addr.map(|a| a.to_string()));
+        put("internal.addr", self.internal_addr.map(|a| a.to_string()));
+        put("log.format", self.log_format.map(|f| if f == LogFormat::Json { "json".into() } else { "human".into() }));
+        out
+    }
+}
+
+/// Environment variables that name a setting differently from the `__` rule.
+const ENV_ALIASES: &[(&str, &str)] = &[
+    ("admin_email", "admin.email"),
+    ("admin_password", "admin.password"),
+    ("database_url", "database.url"),
+];
+
+impl Config {
+    /// Loads the layers. `env` is the process environment (a parameter so that tests can
+    /// give their own). Returns the configuration and warnings about unknown variables.
+    pub fn load(file: Option<&std::path::Path>, env: &[(String, String)], overrides: &Overrides) -> anyhow::Result<(Config, Vec<String>)> {
+        let known = known_keys();
+        let mut warnings = Vec::new();
+        let mut env_values = Vec::new();
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("PORTICO_") else { continue };
+            let lower = rest.to_ascii_lowercase();
+            let key = ENV_ALIASES.iter().find(|(a, _)| *a == lower).map(|(_, k)| k.to_string()).unwrap_or_else(|| lower.replace("__", "."));
+            if let Some(default) = known.get(&key) {
+                env_values.push((key, typed_like(default, value)));
+            } else if !lower.starts_with("test_") {
+                warnings.push(format!("ignoring unknown environment variable {name}"));
+            }
+        }
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(path) = file {
+            if !path.exists() {
+                bail!("configuration file {} does not exist", path.display());
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        for (key, value) in env_values {
+            figment = figment.merge(Serialized::default(&key, value));
+        }
+        for (key, value) in overrides.pairs() {
+            figment = figment.merge(Serialized::default(key, value));
+        }
+        let config: Config = figment.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {}", describe(e)))?;
+        config.validate()?;
+        Ok((config, warnings))
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let url = &self.database.url;
+        if !url.is_empty() && !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
+            bail!("invalid configuration: database.url must start with sqlite: or postgres: (got {})", mask_url(url));
+        }
+        if self.database.max_connections == 0 {
+            bail!("invalid configuration: database.max_connections must be at least 1");
+        }
+        for (key, v) in [
+            ("console.access_token_ttl_secs", self.console.access_token_ttl_secs),
+            ("console.refresh_token_ttl_secs", self.console.refresh_token_ttl_secs),
+            ("console.lock_duration_secs", self.console.lock_duration_secs),
+            ("http.request_timeout_secs", self.http.request_timeout_secs),
+        ] {
+            if v == 0 {
+                bail!("invalid configuration: {key} must be greater than 0");
+            }
+        }
+        if self.console.lock_after_failures == 0 {
+            bail!("invalid configuration: console.lock_after_failures must be at least 1");
+        }
+        if self.http.max_body_bytes < 1024 {
+            bail!("invalid configuration: http.max_body_bytes must be at least 1024");
+        }
+        if !self.master_key.is_empty() {
+            portico_auth::MasterKey::parse(&self.master_key).map_err(|e| anyhow::anyhow!("invalid configuration: master_key: {e}"))?;
+        }
+        if portico_core::domain::Email::parse(&self.admin.email).is_err() {
+            bail!("invalid configuration: admin.email is not an email address");
+        }
+        if !self.admin.password.is_empty() {
+            portico_core::domain::Password::parse(&self.admin.password).map_err(|e| anyhow::anyhow!("invalid configuration: admin.{e}"))?;
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level).with_context(|| format!("invalid configuration: log.level {:?}", self.log.level))?;
+        Ok(())
+    }
+
+    /// The database URL in effect: the configured one, or SQLite in the data directory.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!("sqlite://{}?mode=rwc", self.data_dir.join("portico.db").display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    pub fn is_embedded(&self) -> bool {
+        self.database_url().starts_with("sqlite:")
+    }
+
+    pub fn console_settings(&self) -> portico_console::ConsoleSettings {
+        let c = &self.console;
+        portico_console::ConsoleSettings {
+            access_token_ttl: Duration::from_secs(c.access_token_ttl_secs),
+            refresh_token_ttl: Duration::from_secs(c.refresh_token_ttl_secs),
+            lock_after_failures: c.lock_after_failures,
+            lock_duration: Duration::from_secs(c.lock_duration_secs),
+            failed_login_delay: Duration::from_millis(c.failed_login_delay_ms),
+            rotation_grace: Duration::from_secs(c.rotation_grace_secs),
+            secure_cookies: c.secure_cookies,
+        }
+    }
+
+    /// The configuration as TOML with secrets masked, for `portico config`.
+    pub fn redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        if !shown.master_key.is_empty() {
+            shown.master_key = "********".into();
+        }
+        if !shown.admin.password.is_empty() {
+            shown.admin.password = "********".into();
+        }
+        shown.database.url = mask_url(&shown.database.url);
+        toml_string(&shown)
+    }
+}
+
+fn toml_string(config: &Config) -> String {
+    // figment's TOML support is for reading; write the few sections by hand from JSON.
+    let value = serde_json::to_value(config).expect("config serializes");
+    let mut top = String::new();
+    let mut sections = String::new();
+    if let serde_json::Value::Object(map) = value {
+        for (k, v) in map {
+            match v {
+                serde_json::Value::Object(inner) => {
+                    sections.push_str(&format!("\n[{k}]\n"));
+                    for (ik, iv) in inner {
+                        sections.push_str(&format!("{ik} = {iv}\n"));
+                    }
+                }
+                other => top.push_str(&format!("{k} = {other}\n")),
+            }
+        }
+    }
+    top + &sections
+}
+
+/// Hides the password in a database URL.
+pub fn mask_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("********"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Every dotted key the defaults define, with its default value; environment variables
+/// must name one of them.
+fn known_keys() -> std::collections::HashMap<String, serde_json::Value> {
+    let value: serde_json::Value = Figment::from(Toml::string(DEFAULTS)).extract().expect("the built-in defaults parse");
+    let mut keys = std::collections::HashMap::new();
+    if let serde_json::Value::Object(map) = value {
+        for (k, v) in map {
+            match v {
+                serde_json::Value::Object(inner) => keys.extend(inner.into_iter().map(|(ik, iv)| (format!("{k}.{ik}"), iv))),
+                other => {
+                    keys.insert(k, other);
+                }
+            }
+        }
+    }
+    keys
+}
+
+/// Reads an environment value as the type of the setting's default, so that `8` is a
+/// number for a number setting and stays text for a password. A value that does not
+/// parse stays text and fails validation with the key named.
+fn typed_like(default: &serde_json::Value, raw: &str) -> serde_json::Value {
+    use serde_json::Value;
+    match default {
+        Value::Bool(_) => raw.trim().parse::<bool>().map(Value::from).unwrap_or_else(|_| Value::from(raw)),
+        Value::Number(_) => raw.trim().parse::<u64>().map(Value::from).unwrap_or_else(|_| Value::from(raw)),
+        _ => Value::from(raw),
+    }
+}
+
+fn describe(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|err| {
+            let path = err.path.join(".");
+            if path.is_empty() {
+                err.kind.to_string()
+            } else {
+                format!("{path}: {}", err.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_load() {
+        let (c, w) = Config::load(None, &[], &Overrides::default()).unwrap();
+        assert_eq!(c.public.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.console.addr.port(), 8081);
+        assert!(c.is_embedded());
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, "[public]\naddr = \"127.0.0.1:9000\"\n[console]\naddr = \"127.0.0.1:9001\"\n").unwrap();
+        let e = env(&[("PORTICO_CONSOLE__ADDR", "127.0.0.1:9101"), ("PORTICO_ADMIN_PASSWORD", "a long password"), ("PORTICO_CONSOLE__SECURE_COOKIES", "false")]);
+        let o = Overrides { internal_addr: Some("127.0.0.1:9202".parse().unwrap()), ..Default::default() };
+        let (c, _) = Config::load(Some(&file), &e, &o).unwrap();
+        assert_eq!(c.public.addr.port(), 9000, "file over defaults");
+        assert_eq!(c.console.addr.port(), 9101, "env over file");
+        assert_eq!(c.internal.addr.port(), 9202, "flags over everything");
+        assert_eq!(c.admin.password, "a long password");
+        assert!(!c.console.secure_cookies);
+        assert!(c.redacted_toml().contains("password = \"********\""));
+        assert!(!c.redacted_toml().contains("a long password"));
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let e = Config::load(None, &env(&[("PORTICO_PUBLIC__ADDR", "not an address")]), &Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("public.addr"), "{e}");
+        let e = Config::load(None, &env(&[("PORTICO_DATABASE__URL", "mysql://x")]), &Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("database.url"), "{e}");
+        let e = Config::load(None, &env(&[("PORTICO_MASTER_KEY", "short")]), &Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("master_key"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, "[console]\nadress = \"x\"\n").unwrap();
+        let e = Config::load(Some(&file), &[], &Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("adress"), "{e}");
+    }
+
+    #[test]
+    fn unknown_variables_warn() {
+        let (_, w) = Config::load(None, &env(&[("PORTICO_PUBLIK__ADDR", "x"), ("PORTICO_TEST_DATABASE_URL", "y")]), &Overrides::default()).unwrap();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("PORTICO_PUBLIK__ADDR"));
+    }
+
+    #[test]
+    fn masks_database_passwords() {
+        assert_eq!(mask_url("postgres://u:secret@h/db"), "postgres://u:********@h/db");
+    }
+}
