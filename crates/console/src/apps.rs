@@ -448,8 +448,10 @@ pub fn parse_rsa_public_key(input: &str) -> Result<String, Error> {
     } else if s.starts_with("-----BEGIN PUBLIC KEY-----") {
         RsaPublicKey::from_public_key_pem(s).map_err(|_| bad("is not a valid RSA public key (SPKI PEM)"))?
     } else {
-        let compact: String = s.split_whitespace().collect();
-        let pem = format!("-----BEGIN PUBLIC KEY-----\n{compact}\n-----END PUBLIC KEY-----\n");
+        // PEM wants the base64 in lines of 64 characters.
+        let compact: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        let lines: Vec<&str> = compact.chunks(64).map(|c| std::str::from_utf8(c).unwrap_or("")).collect();
+        let pem = format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", lines.join("\n"));
         RsaPublicKey::from_public_key_pem(&pem).map_err(|_| bad("must be a PEM or base64 DER RSA public key"))?
     };
     let bits = key.size() * 8;

@@ -229,7 +229,7 @@ mod tests {
         assert_eq!(e.data["field"], "name");
         let e = parse_json::<Outer>(br#"{"name":"a","items":[{}]}"#).unwrap_err();
         assert_eq!(e.data["field"], "items[0].port");
-        let e = parse_json::<Outer>(br#"[1]"#).unwrap_err();
+        let e = parse_json::<Outer>(br#""just a string""#).unwrap_err();
         assert_eq!(e.data["field"], "body");
     }
 }
