@@ -148,3 +148,20 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table in docs/error-codes.md is the public contract: every code is in it.
+    #[test]
+    fn every_code_is_documented() {
+        let doc = include_str!("../../../docs/error-codes.md");
+        for code in Code::ALL {
+            let row = format!("| {} | ", code.as_u32());
+            assert!(doc.contains(&row), "docs/error-codes.md lacks {code:?} ({})", code.as_u32());
+            let name = format!("{code:?}");
+            assert!(doc.contains(&format!("| {name} |")), "docs/error-codes.md lacks the name {name}");
+        }
+    }
+}
