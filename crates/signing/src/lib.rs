@@ -1,0 +1,144 @@
+//! Portico's request-signature schemes, as pinned in `shared/spec/signing.md`:
+//!
+//! - **parameter style** (seed 001, Taobao TOP, Alipay): a canonical string of the request
+//!   parameters, signed with `md5`, `hmac-sha256`, `rsa2`, or TOP's own `top-md5`,
+//!   `top-hmac`, `top-hmac-sha256` ([`params`]);
+//! - **header style** (WeChat Pay v3 pattern): `Authorization: PORTICO-HMAC-SHA256 …` over
+//!   method, path, timestamp, nonce and body ([`header`]).
+//!
+//! This crate is pure computation, no I/O: the server's verifier (freshness, replay,
+//! credential lookup) and the SDK's signer both build on it, so both sides compute the
+//! same bytes by construction.
+
+pub mod header;
+pub mod params;
+pub mod timestamp;
+
+use hmac::{Hmac, Mac};
+use rsa::{pkcs1v15, signature::Verifier as _, RsaPrivateKey, RsaPublicKey};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+pub use params::SignMethod;
+
+/// What produces a signature: the app secret, or (for RSA2) the app's private key.
+#[derive(Clone, Copy)]
+pub enum Signer<'a> {
+    Secret(&'a str),
+    Rsa(&'a RsaPrivateKey),
+}
+
+/// What checks a signature: the app secret, or (for RSA2) the app's public key.
+#[derive(Clone, Copy)]
+pub enum Verifier<'a> {
+    Secret(&'a str),
+    Rsa(&'a RsaPublicKey),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignError {
+    /// The signature does not match.
+    #[error("the signature does not match")]
+    Mismatch,
+    /// The presented signature is not even of the right form (not hex, not base64).
+    #[error("the signature is malformed: {0}")]
+    Malformed(&'static str),
+    /// An HMAC or MD5 method was given an RSA key, or the other way round.
+    #[error("{0} needs {1}")]
+    WrongKey(&'static str, &'static str),
+    #[error("RSA signing failed")]
+    Rsa,
+}
+
+pub(crate) fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
+}
+
+pub(crate) fn hmac_md5(key: &[u8], message: &[u8]) -> [u8; 16] {
+    let mut mac = Hmac::<md5::Md5>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
+}
+
+pub(crate) fn rsa_sign(key: &RsaPrivateKey, message: &[u8]) -> Result<Vec<u8>, SignError> {
+    use rsa::signature::{SignatureEncoding, Signer as _};
+    let signing_key = pkcs1v15::SigningKey::<Sha256>::new(key.clone());
+    signing_key.try_sign(message).map(|s| s.to_vec()).map_err(|_| SignError::Rsa)
+}
+
+pub(crate) fn rsa_verify(key: &RsaPublicKey, message: &[u8], signature: &[u8]) -> Result<(), SignError> {
+    let verifying_key = pkcs1v15::VerifyingKey::<Sha256>::new(key.clone());
+    let signature = pkcs1v15::Signature::try_from(signature).map_err(|_| SignError::Malformed("not an RSA signature"))?;
+    verifying_key.verify(message, &signature).map_err(|_| SignError::Mismatch)
+}
+
+/// Compares a presented hex signature with the expected bytes: case-insensitive, in
+/// constant time.
+pub(crate) fn eq_hex(presented: &str, expected: &[u8]) -> Result<(), SignError> {
+    let decoded = hex::decode(presented.trim()).map_err(|_| SignError::Malformed("not hexadecimal"))?;
+    eq_bytes(&decoded, expected)
+}
+
+pub(crate) fn eq_bytes(presented: &[u8], expected: &[u8]) -> Result<(), SignError> {
+    if presented.len() == expected.len() && bool::from(presented.ct_eq(expected)) {
+        Ok(())
+    } else {
+        Err(SignError::Mismatch)
+    }
+}
+
+pub(crate) fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD
+}
+
+#[cfg(test)]
+mod vectors {
+    //! Published test vectors for the primitives: RFC 2202 (HMAC-MD5) and RFC 4231
+    //! (HMAC-SHA256), and RFC 1321's MD5 suite.
+    use super::*;
+
+    #[test]
+    fn rfc4231_hmac_sha256() {
+        let cases: &[(&[u8], &[u8], &str)] = &[
+            (&[0x0b; 20], b"Hi There", "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"),
+            (b"Jefe", b"what do ya want for nothing?", "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"),
+            (&[0xaa; 20], &[0xdd; 50], "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe"),
+            (
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First",
+                "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+            ),
+            (
+                &[0xaa; 131],
+                b"This is a test using a larger than block-size key and a larger than block-size data. The key needs to be hashed before being used by the HMAC algorithm.",
+                "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2",
+            ),
+        ];
+        for (key, data, want) in cases {
+            assert_eq!(hex::encode(hmac_sha256(key, data)), *want);
+        }
+    }
+
+    #[test]
+    fn rfc2202_hmac_md5() {
+        let cases: &[(&[u8], &[u8], &str)] = &[
+            (&[0x0b; 16], b"Hi There", "9294727a3638bb1c13f48ef8158bfc9d"),
+            (b"Jefe", b"what do ya want for nothing?", "750c783e6ab0b503eaa86e310a5db738"),
+            (&[0xaa; 16], &[0xdd; 50], "56be34521d144c88dbb8c733f0e8b3f6"),
+            (&[0xaa; 80], b"Test Using Larger Than Block-Size Key - Hash Key First", "6b1ab7fe4bd7bf8f0b62e6ce61b9d0cd"),
+        ];
+        for (key, data, want) in cases {
+            assert_eq!(hex::encode(hmac_md5(key, data)), *want);
+        }
+    }
+
+    #[test]
+    fn rfc1321_md5() {
+        use md5::Digest;
+        for (input, want) in [("", "d41d8cd98f00b204e9800998ecf8427e"), ("abc", "900150983cd24fb0d6963f7d28e17f72"), ("message digest", "f96b697d7cb7938d525a2f31aaf161d0")] {
+            assert_eq!(hex::encode(md5::Md5::digest(input.as_bytes())), want);
+        }
+    }
+}
