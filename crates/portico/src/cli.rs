@@ -73,6 +73,9 @@ pub enum Command {
     /// Platform operator accounts.
     #[command(subcommand)]
     Operator(OperatorCmd),
+    /// Sign parameters as a merchant would: prints the string to sign and the signature
+    /// (`-o json`: {"canonical", "signature"}), to check your own implementation.
+    Sign(SignArgs),
     /// The audit log, newest first.
     Audit {
         /// Only this merchant's entries.
@@ -108,6 +111,22 @@ impl std::str::FromStr for LogFormat {
             other => Err(format!("log format must be human or json, not {other}")),
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// md5, hmac-sha256, rsa2, top-md5, top-hmac or top-hmac-sha256.
+    #[arg(long)]
+    pub method: String,
+    /// The app secret (every method but rsa2).
+    #[arg(long, required_unless_present = "private_key_file")]
+    pub secret: Option<String>,
+    /// PEM file of the app's RSA private key (rsa2).
+    #[arg(long)]
+    pub private_key_file: Option<PathBuf>,
+    /// The parameters, as name=value (sign itself is ignored).
+    #[arg(required = true)]
+    pub params: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -302,6 +321,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         print!("{DEFAULTS}");
         return Ok(());
     }
+    if let Command::Sign(args) = &cli.command {
+        // Needs no configuration and no database.
+        print(cli.global.output, &sign(args)?);
+        return Ok(());
+    }
     let env: Vec<(String, String)> = std::env::vars().collect();
     let (config, warnings) = Config::load(cli.global.config.as_deref(), &env, &overrides)?;
     crate::telemetry::init(&config.log);
@@ -327,6 +351,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Merchant(cmd) => merchant(&open_platform(&config).await?, cmd, out).await,
         Command::App(cmd) => app(&open_platform(&config).await?, cmd, out).await,
         Command::Operator(cmd) => operator(&open_platform(&config).await?, cmd, out).await,
+        Command::Sign(_) => unreachable!("handled before loading the configuration"),
         Command::Audit { merchant, page } => {
             let p = open_platform(&config).await?;
             let result = p.audit_log(&Principal::System, merchant.as_deref(), &page_of(page)?).await?;
@@ -424,6 +449,36 @@ async fn operator(p: &Platform, cmd: OperatorCmd, out: Output) -> anyhow::Result
     };
     print(out, &result);
     Ok(())
+}
+
+/// `portico sign`: the string to sign and the signature, exactly as the server computes them.
+fn sign(args: &SignArgs) -> anyhow::Result<Value> {
+    use portico_signing::{params, SignMethod, Signer};
+    let method = SignMethod::parse(&args.method).ok_or_else(|| {
+        anyhow::anyhow!("--method must be one of {}", SignMethod::ALL.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "))
+    })?;
+    let pairs: Vec<(&str, &str)> = args
+        .params
+        .iter()
+        .map(|p| p.split_once('=').ok_or_else(|| anyhow::anyhow!("parameter {p:?} is not name=value")))
+        .collect::<anyhow::Result<_>>()?;
+    let rsa_key;
+    let signer = match (method, &args.secret, &args.private_key_file) {
+        (SignMethod::Rsa2, _, Some(file)) => {
+            use rsa::pkcs8::DecodePrivateKey;
+            let pem = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+            rsa_key = rsa::RsaPrivateKey::from_pkcs8_pem(&pem)
+                .or_else(|_| rsa::pkcs1::DecodeRsaPrivateKey::from_pkcs1_pem(&pem))
+                .map_err(|_| anyhow::anyhow!("{} is not an RSA private key in PEM", file.display()))?;
+            Signer::Rsa(&rsa_key)
+        }
+        (SignMethod::Rsa2, _, None) => anyhow::bail!("rsa2 needs --private-key-file"),
+        (_, Some(secret), _) => Signer::Secret(secret),
+        (_, None, _) => anyhow::bail!("{} needs --secret", method.as_str()),
+    };
+    let canonical = params::string_to_sign(method, &pairs);
+    let signature = params::sign_string(method, &canonical, signer)?;
+    Ok(serde_json::json!({ "canonical": canonical, "signature": signature }))
 }
 
 fn page_of(page: PageArgs) -> anyhow::Result<portico_core::page::PageRequest> {

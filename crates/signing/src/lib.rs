@@ -15,11 +15,12 @@ pub mod params;
 pub mod timestamp;
 
 use hmac::{Hmac, Mac};
-use rsa::{pkcs1v15, signature::Verifier as _, RsaPrivateKey, RsaPublicKey};
+use rsa::{pkcs1v15, signature::Verifier as _};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 pub use params::SignMethod;
+pub use rsa::{RsaPrivateKey, RsaPublicKey};
 
 /// What produces a signature: the app secret, or (for RSA2) the app's private key.
 #[derive(Clone, Copy)]
