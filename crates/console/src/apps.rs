@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use portico_core::{
-    domain::{CallbackUrl, IpAllowlist, Text},
+    domain::{CallbackUrl, IpAllowlist, RedirectUri, Text},
     id::{new_id, random_token},
     page::{Page, PageRequest},
     time::{now_ms, rfc3339},
@@ -51,6 +51,33 @@ impl IntegrationMode {
             "sdk" => IntegrationMode::Sdk,
             _ => return None,
         })
+    }
+}
+
+/// OAuth2 client type (RFC 6749 §2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientType {
+    /// A server that keeps the app secret: authenticates with it at the token endpoint.
+    Confidential,
+    /// A browser or native app that cannot keep a secret: authenticates with PKCE only.
+    Public,
+}
+
+impl ClientType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientType::Confidential => "confidential",
+            ClientType::Public => "public",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "confidential" => Some(ClientType::Confidential),
+            "public" => Some(ClientType::Public),
+            _ => None,
+        }
     }
 }
 
@@ -99,6 +126,11 @@ pub struct AppIn {
     /// PEM (SPKI or PKCS#1) or bare base64 DER of the app's RSA public key, at least 2048
     /// bits, for RSA2 signatures.
     pub rsa_public_key: Option<String>,
+    /// OAuth2 redirect URIs for the authorization-code flow, matched exactly.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// OAuth2 client type (default `confidential`).
+    pub client_type: Option<ClientType>,
 }
 
 /// Changes to an app; absent fields stay, `null` clears an optional one.
@@ -113,6 +145,8 @@ pub struct AppPatch {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
     pub rsa_public_key: Option<Option<String>>,
+    pub redirect_uris: Option<Vec<String>>,
+    pub client_type: Option<ClientType>,
 }
 
 fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
@@ -137,6 +171,10 @@ pub struct AppOut {
     pub callback_url: Option<String>,
     pub ip_allowlist: Vec<String>,
     pub rsa_public_key: Option<String>,
+    pub redirect_uris: Vec<String>,
+    pub client_type: ClientType,
+    /// Scopes (API groups) granted to the app: what its tokens may carry.
+    pub scopes: Vec<String>,
     /// `active` or `disabled`.
     pub status: String,
     pub credentials: Vec<CredentialOut>,
@@ -187,6 +225,7 @@ impl Platform {
         let callback_url = input.callback_url.as_deref().map(CallbackUrl::parse).transpose()?;
         let allowlist = IpAllowlist::parse("ip_allowlist", &input.ip_allowlist)?;
         let rsa_public_key = input.rsa_public_key.as_deref().map(parse_rsa_public_key).transpose()?;
+        let redirect_uris = parse_redirect_uris(&input.redirect_uris)?;
         self.require_active(merchant_id).await?;
         let now = now_ms();
         let app = AppRecord {
@@ -198,6 +237,8 @@ impl Platform {
             ip_allowlist: serde_json::to_string(&allowlist.to_strings()).expect("strings serialize"),
             rsa_public_key,
             status: "active".into(),
+            redirect_uris,
+            client_type: input.client_type.unwrap_or(ClientType::Confidential).as_str().into(),
             created_at: now,
             updated_at: now,
         };
@@ -259,6 +300,14 @@ impl Platform {
         if let Some(key) = patch.rsa_public_key {
             app.rsa_public_key = key.as_deref().map(parse_rsa_public_key).transpose()?;
             changed.push("rsa_public_key");
+        }
+        if let Some(uris) = patch.redirect_uris {
+            app.redirect_uris = parse_redirect_uris(&uris)?;
+            changed.push("redirect_uris");
+        }
+        if let Some(t) = patch.client_type {
+            app.client_type = t.as_str().into();
+            changed.push("client_type");
         }
         app.updated_at = now_ms();
         apps::update(&mut tx, &app).await?;
@@ -406,6 +455,7 @@ impl Platform {
                 previous_secret_expires_at: c.previous_secret_expires_at.filter(|t| *t > now).map(rfc3339),
             })
             .collect();
+        let scopes = apps::grants(conn, &app.merchant_id, &app.id).await?;
         Ok(AppOut {
             id: app.id.clone(),
             merchant_id: app.merchant_id.clone(),
@@ -414,12 +464,70 @@ impl Platform {
             callback_url: app.callback_url.clone(),
             ip_allowlist: serde_json::from_str(&app.ip_allowlist).unwrap_or_default(),
             rsa_public_key: app.rsa_public_key.clone(),
+            redirect_uris: serde_json::from_str(&app.redirect_uris).unwrap_or_default(),
+            client_type: ClientType::parse(&app.client_type).unwrap_or(ClientType::Confidential),
+            scopes,
             status: app.status.clone(),
             credentials,
             created_at: rfc3339(app.created_at),
             updated_at: rfc3339(app.updated_at),
         })
     }
+}
+
+impl Platform {
+    /// Grants a scope (API group) to an app: operators who manage the catalog.
+    pub async fn grant_scope(&self, actor: &Principal, merchant_id: &str, app_id: &str, scope: &str) -> Result<AppOut, Error> {
+        actor.require(&[crate::Role::ProductManager], "grant scopes to apps")?;
+        let scope = parse_scope(scope)?;
+        let mut tx = self.store().begin().await?;
+        let app = apps::get(&mut tx, merchant_id, app_id).await?.ok_or(Error::NotFound("app"))?;
+        let (actor_kind, actor_id, _) = actor.audit_actor();
+        if apps::grant(&mut tx, merchant_id, app_id, &scope, actor_id.as_deref().or(Some(actor_kind)), now_ms()).await? {
+            audit::record(&mut tx, actor, app_event(&app, "app.scope_granted", json!({ "scope": scope }))).await?;
+        }
+        let out = self.app_view(&mut tx, &app).await?;
+        portico_store::commit(tx).await?;
+        Ok(out)
+    }
+
+    /// Withdraws a scope from an app.
+    pub async fn revoke_scope(&self, actor: &Principal, merchant_id: &str, app_id: &str, scope: &str) -> Result<AppOut, Error> {
+        actor.require(&[crate::Role::ProductManager], "withdraw scopes from apps")?;
+        let mut tx = self.store().begin().await?;
+        let app = apps::get(&mut tx, merchant_id, app_id).await?.ok_or(Error::NotFound("app"))?;
+        if !apps::revoke_grant(&mut tx, merchant_id, app_id, scope).await? {
+            return Err(Error::NotFound("grant"));
+        }
+        audit::record(&mut tx, actor, app_event(&app, "app.scope_revoked", json!({ "scope": scope }))).await?;
+        let out = self.app_view(&mut tx, &app).await?;
+        portico_store::commit(tx).await?;
+        Ok(out)
+    }
+}
+
+/// A scope name: 1 to 64 of `a-z 0-9 . _ : -`, as OAuth2 scope tokens must be simple.
+pub fn parse_scope(s: &str) -> Result<String, Error> {
+    let ok = !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b".:_-".contains(&b));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(Error::validation("scope", "must be 1 to 64 of a-z, 0-9, '.', ':', '_', '-'"))
+    }
+}
+
+fn parse_redirect_uris(uris: &[String]) -> Result<String, Error> {
+    if uris.len() > 20 {
+        return Err(Error::validation("redirect_uris", "at most 20 entries"));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(uris.len());
+    for (i, u) in uris.iter().enumerate() {
+        let parsed = RedirectUri::parse(u).map_err(|e| e.at(&format!("redirect_uris[{i}]")))?;
+        if !out.iter().any(|x| x == parsed.as_str()) {
+            out.push(parsed.as_str().to_string());
+        }
+    }
+    Ok(serde_json::to_string(&out).expect("strings serialize"))
 }
 
 fn new_secret(env: Environment) -> String {

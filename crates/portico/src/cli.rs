@@ -261,6 +261,9 @@ pub enum AppCmd {
         /// A file with the app's RSA public key (PEM).
         #[arg(long)]
         rsa_public_key_file: Option<PathBuf>,
+        /// An OAuth2 redirect URI; repeat for more.
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
     },
     /// Rotate a secret; prints the new one once.
     Rotate {
@@ -415,7 +418,7 @@ async fn app(p: &Platform, cmd: AppCmd, out: Output) -> anyhow::Result<()> {
     let result = match cmd {
         AppCmd::List { merchant, page } => to_value(p.apps(&me, &merchant, &page_of(page)?).await?),
         AppCmd::Show { merchant, id } => to_value(p.app(&me, &merchant, &id).await?),
-        AppCmd::Create { merchant, name, mode, callback_url, ip_allowlist, rsa_public_key_file } => {
+        AppCmd::Create { merchant, name, mode, callback_url, ip_allowlist, rsa_public_key_file, redirect_uris } => {
             let integration_mode = match mode.as_str() {
                 "h5" => IntegrationMode::H5,
                 "sdk" => IntegrationMode::Sdk,
@@ -424,7 +427,7 @@ async fn app(p: &Platform, cmd: AppCmd, out: Output) -> anyhow::Result<()> {
             let rsa_public_key = rsa_public_key_file
                 .map(|f| std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display())))
                 .transpose()?;
-            to_value(p.create_app(&me, &merchant, AppIn { name, integration_mode, callback_url, ip_allowlist, rsa_public_key }).await?)
+            to_value(p.create_app(&me, &merchant, AppIn { name, integration_mode, callback_url, ip_allowlist, rsa_public_key, redirect_uris, client_type: None }).await?)
         }
         AppCmd::Rotate { merchant, id, environment, grace_seconds } => {
             let env = Environment::parse(&environment).expect("clap checked the environment");

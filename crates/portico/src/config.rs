@@ -24,6 +24,7 @@ pub struct Config {
     pub console: ConsoleConfig,
     pub internal: ListenerConfig,
     pub http: HttpConfig,
+    pub oauth: OAuthConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
@@ -60,6 +61,21 @@ pub struct ConsoleConfig {
 pub struct HttpConfig {
     pub max_body_bytes: usize,
     pub request_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthConfig {
+    pub issuer: String,
+    pub app_access_token_ttl_secs: u64,
+    pub user_access_token_ttl_secs: u64,
+    pub refresh_token_ttl_secs: u64,
+    pub code_ttl_secs: u64,
+    pub refresh_grace_secs: u64,
+    pub user_session_ttl_secs: u64,
+    pub failure_limit: u32,
+    pub failure_window_secs: u64,
+    pub cache_max_entries: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -173,6 +189,12 @@ impl Config {
             ("console.refresh_token_ttl_secs", self.console.refresh_token_ttl_secs),
             ("console.lock_duration_secs", self.console.lock_duration_secs),
             ("http.request_timeout_secs", self.http.request_timeout_secs),
+            ("oauth.app_access_token_ttl_secs", self.oauth.app_access_token_ttl_secs),
+            ("oauth.user_access_token_ttl_secs", self.oauth.user_access_token_ttl_secs),
+            ("oauth.refresh_token_ttl_secs", self.oauth.refresh_token_ttl_secs),
+            ("oauth.code_ttl_secs", self.oauth.code_ttl_secs),
+            ("oauth.user_session_ttl_secs", self.oauth.user_session_ttl_secs),
+            ("oauth.failure_window_secs", self.oauth.failure_window_secs),
         ] {
             if v == 0 {
                 bail!("invalid configuration: {key} must be greater than 0");
@@ -180,6 +202,15 @@ impl Config {
         }
         if self.console.lock_after_failures == 0 {
             bail!("invalid configuration: console.lock_after_failures must be at least 1");
+        }
+        if self.oauth.failure_limit == 0 {
+            bail!("invalid configuration: oauth.failure_limit must be at least 1");
+        }
+        if !self.oauth.issuer.is_empty() {
+            let ok = url::Url::parse(&self.oauth.issuer).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.query().is_none() && u.fragment().is_none());
+            if !ok {
+                bail!("invalid configuration: oauth.issuer must be an http(s) URL without query or fragment");
+            }
         }
         if self.http.max_body_bytes < 1024 {
             bail!("invalid configuration: http.max_body_bytes must be at least 1024");
@@ -220,6 +251,25 @@ impl Config {
             failed_login_delay: Duration::from_millis(c.failed_login_delay_ms),
             rotation_grace: Duration::from_secs(c.rotation_grace_secs),
             secure_cookies: c.secure_cookies,
+        }
+    }
+
+    /// OAuth2 settings, given the addresses the listeners actually bound.
+    pub fn oauth_settings(&self, public: std::net::SocketAddr, internal: std::net::SocketAddr) -> portico_oauth::OAuthSettings {
+        let o = &self.oauth;
+        portico_oauth::OAuthSettings {
+            issuer: if o.issuer.is_empty() { format!("http://{public}") } else { o.issuer.trim_end_matches('/').to_string() },
+            introspection_base: format!("http://{internal}"),
+            app_access_token_ttl: Duration::from_secs(o.app_access_token_ttl_secs),
+            user_access_token_ttl: Duration::from_secs(o.user_access_token_ttl_secs),
+            refresh_token_ttl: Duration::from_secs(o.refresh_token_ttl_secs),
+            code_ttl: Duration::from_secs(o.code_ttl_secs),
+            refresh_grace: Duration::from_secs(o.refresh_grace_secs),
+            user_session_ttl: Duration::from_secs(o.user_session_ttl_secs),
+            failure_limit: o.failure_limit,
+            failure_window: Duration::from_secs(o.failure_window_secs),
+            cache_max_entries: o.cache_max_entries,
+            secure_cookies: self.console.secure_cookies,
         }
     }
 

@@ -14,6 +14,7 @@ use axum::{
 };
 use portico_auth::MasterKey;
 use portico_console::{operators::Bootstrap, Platform};
+use portico_oauth::OAuth;
 use portico_core::{
     http::{self as envelope, ApiError, Success},
     Code,
@@ -27,6 +28,7 @@ use crate::{config::Config, console_page};
 pub struct App {
     config: Config,
     platform: Platform,
+    oauth: OAuth,
     public: TcpListener,
     console: TcpListener,
     internal: TcpListener,
@@ -59,13 +61,11 @@ impl App {
         let bind = |addr: SocketAddr, name: &'static str| async move {
             TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {name}.addr {addr}"))
         };
-        Ok(App {
-            public: bind(config.public.addr, "public").await?,
-            console: bind(config.console.addr, "console").await?,
-            internal: bind(config.internal.addr, "internal").await?,
-            platform,
-            config,
-        })
+        let public = bind(config.public.addr, "public").await?;
+        let console = bind(config.console.addr, "console").await?;
+        let internal = bind(config.internal.addr, "internal").await?;
+        let oauth = OAuth::new(platform.clone(), config.oauth_settings(public.local_addr()?, internal.local_addr()?));
+        Ok(App { public, console, internal, platform, oauth, config })
     }
 
     pub fn addresses(&self) -> Addresses {
@@ -80,10 +80,14 @@ impl App {
         &self.platform
     }
 
+    pub fn oauth(&self) -> &OAuth {
+        &self.oauth
+    }
+
     /// Serves until `shutdown` completes, then stops accepting and gives requests in
     /// flight `shutdown.grace_secs` to finish.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let App { config, platform, public, console, internal } = self;
+        let App { config, platform, oauth, public, console, internal } = self;
         let addrs = Addresses {
             public: public.local_addr()?,
             console: console.local_addr()?,
@@ -96,8 +100,8 @@ impl App {
             .route("/", get(console_page::page))
             .route("/openapi.json", get(move || async move { ([("content-type", "application/json")], openapi_json.clone()) }))
             .merge(api);
-        let public_router = Router::new();
-        let internal_router = Router::new();
+        let public_router = portico_oauth::api::public_router(oauth.clone());
+        let internal_router = portico_oauth::api::internal_router(oauth.clone());
 
         let mut servers = tokio::task::JoinSet::new();
         for (name, listener, router) in [("public", public, public_router), ("console", console, console_router), ("internal", internal, internal_router)] {
@@ -113,6 +117,7 @@ impl App {
             });
         }
         let janitor = tokio::spawn(purge_expired_sessions(platform.clone()));
+        let revocations = tokio::spawn(oauth.clone().follow_revocations(Duration::from_millis(500)));
         tracing::info!(public = %addrs.public, console = %addrs.console, internal = %addrs.internal, database = ?platform.store().engine(), "portico is serving");
 
         tokio::pin!(shutdown);
@@ -140,6 +145,7 @@ impl App {
             tracing::warn!("requests still in flight after the grace period; stopping anyway");
         }
         janitor.abort();
+        revocations.abort();
         platform.store().close().await;
         tracing::info!("stopped");
         Ok(())

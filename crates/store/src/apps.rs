@@ -18,6 +18,10 @@ pub struct AppRecord {
     pub ip_allowlist: String,
     pub rsa_public_key: Option<String>,
     pub status: String,
+    /// JSON array of OAuth2 redirect URIs, matched exactly.
+    pub redirect_uris: String,
+    /// `confidential` (has a secret) or `public` (PKCE only).
+    pub client_type: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -36,8 +40,8 @@ pub struct CredentialRecord {
     pub created_at: i64,
 }
 
-const APP_COLUMNS: &str =
-    "id, merchant_id, name, integration_mode, callback_url, ip_allowlist, rsa_public_key, status, created_at, updated_at";
+const APP_COLUMNS: &str = "id, merchant_id, name, integration_mode, callback_url, ip_allowlist, rsa_public_key, status, \
+    redirect_uris, client_type, created_at, updated_at";
 const CREDENTIAL_COLUMNS: &str = "id, app_id, merchant_id, environment, app_key, secret_sealed, secret_created_at, \
     previous_secret_sealed, previous_secret_expires_at, created_at";
 
@@ -52,6 +56,8 @@ impl AppRecord {
             ip_allowlist: col(r, "ip_allowlist")?,
             rsa_public_key: col(r, "rsa_public_key")?,
             status: col(r, "status")?,
+            redirect_uris: col(r, "redirect_uris")?,
+            client_type: col(r, "client_type")?,
             created_at: col(r, "created_at")?,
             updated_at: col(r, "updated_at")?,
         })
@@ -76,7 +82,7 @@ impl CredentialRecord {
 }
 
 pub async fn insert(conn: &mut AnyConnection, a: &AppRecord) -> Result<(), Error> {
-    sqlx::query(&format!("INSERT INTO apps ({APP_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"))
+    sqlx::query(&format!("INSERT INTO apps ({APP_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"))
         .bind(&a.id)
         .bind(&a.merchant_id)
         .bind(&a.name)
@@ -85,6 +91,8 @@ pub async fn insert(conn: &mut AnyConnection, a: &AppRecord) -> Result<(), Error
         .bind(&a.ip_allowlist)
         .bind(&a.rsa_public_key)
         .bind(&a.status)
+        .bind(&a.redirect_uris)
+        .bind(&a.client_type)
         .bind(a.created_at)
         .bind(a.updated_at)
         .execute(conn)
@@ -120,7 +128,7 @@ pub async fn list(conn: &mut AnyConnection, merchant_id: &str, page: &PageReques
 pub async fn update(conn: &mut AnyConnection, a: &AppRecord) -> Result<bool, Error> {
     let done = sqlx::query(
         "UPDATE apps SET name = $1, integration_mode = $2, callback_url = $3, ip_allowlist = $4, rsa_public_key = $5, \
-         status = $6, updated_at = $7 WHERE merchant_id = $8 AND id = $9",
+         status = $6, updated_at = $7, redirect_uris = $10, client_type = $11 WHERE merchant_id = $8 AND id = $9",
     )
     .bind(&a.name)
     .bind(&a.integration_mode)
@@ -131,9 +139,64 @@ pub async fn update(conn: &mut AnyConnection, a: &AppRecord) -> Result<bool, Err
     .bind(a.updated_at)
     .bind(&a.merchant_id)
     .bind(&a.id)
+    .bind(&a.redirect_uris)
+    .bind(&a.client_type)
     .execute(conn)
     .await
     .db()?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The app behind a credential, for identifying an OAuth2 client by its `app_key`.
+pub async fn get_by_id(conn: &mut AnyConnection, app_id: &str) -> Result<Option<AppRecord>, Error> {
+    let row = sqlx::query(&format!("SELECT {APP_COLUMNS} FROM apps WHERE id = $1")).bind(app_id).fetch_optional(conn).await.db()?;
+    row.as_ref().map(AppRecord::from_row).transpose()
+}
+
+/// The scopes granted to an app, sorted.
+pub async fn grants(conn: &mut AnyConnection, merchant_id: &str, app_id: &str) -> Result<Vec<String>, Error> {
+    let rows = sqlx::query("SELECT scope FROM app_grants WHERE merchant_id = $1 AND app_id = $2 ORDER BY scope")
+        .bind(merchant_id)
+        .bind(app_id)
+        .fetch_all(conn)
+        .await
+        .db()?;
+    rows.iter().map(|r| col(r, "scope")).collect()
+}
+
+/// Grants a scope to an app; granting twice is a no-op. Returns whether it was new.
+pub async fn grant(conn: &mut AnyConnection, merchant_id: &str, app_id: &str, scope: &str, by: Option<&str>, now: i64) -> Result<bool, Error> {
+    let exists = sqlx::query("SELECT 1 AS one FROM app_grants WHERE app_id = $1 AND scope = $2")
+        .bind(app_id)
+        .bind(scope)
+        .fetch_optional(&mut *conn)
+        .await
+        .db()?
+        .is_some();
+    if exists {
+        return Ok(false);
+    }
+    sqlx::query("INSERT INTO app_grants (app_id, merchant_id, scope, granted_at, granted_by) VALUES ($1, $2, $3, $4, $5)")
+        .bind(app_id)
+        .bind(merchant_id)
+        .bind(scope)
+        .bind(now)
+        .bind(by)
+        .execute(conn)
+        .await
+        .db()?;
+    Ok(true)
+}
+
+/// Withdraws a scope; returns whether it had been granted.
+pub async fn revoke_grant(conn: &mut AnyConnection, merchant_id: &str, app_id: &str, scope: &str) -> Result<bool, Error> {
+    let done = sqlx::query("DELETE FROM app_grants WHERE merchant_id = $1 AND app_id = $2 AND scope = $3")
+        .bind(merchant_id)
+        .bind(app_id)
+        .bind(scope)
+        .execute(conn)
+        .await
+        .db()?;
     Ok(done.rows_affected() == 1)
 }
 

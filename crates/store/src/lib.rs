@@ -10,6 +10,7 @@ pub mod accounts;
 pub mod apps;
 pub mod audit;
 pub mod merchants;
+pub mod oauth;
 mod migrate;
 pub mod sessions;
 

@@ -8,7 +8,10 @@ use sqlx::{AnyPool, Executor, Row};
 use crate::{DbResult, Engine};
 
 /// (version, name, SQL), in order. Applied migrations are never edited: add a new one.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "foundation", include_str!("../migrations/0001_foundation.sql"))];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "foundation", include_str!("../migrations/0001_foundation.sql")),
+    (2, "oauth", include_str!("../migrations/0002_oauth.sql")),
+];
 
 const LOCK_ID: i64 = 0x706f_7274_6963_6f; // "portico"
 

@@ -19,6 +19,21 @@ pub(super) fn routes() -> OpenApiRouter<Platform> {
         .routes(routes!(disable))
         .routes(routes!(enable))
         .routes(routes!(rotate))
+        .routes(routes!(grant, revoke_grant))
+}
+
+/// Grants a scope (API group) to an app (product managers, super admins).
+#[utoipa::path(put, path = "/api/v1/merchants/{merchant_id}/apps/{app_id}/scopes/{scope}", tag = "apps", security(("bearer" = []), ("session_cookie" = [])),
+    responses((status = 200, body = Envelope<AppOut>), (status = 400, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+async fn grant(State(p): State<Platform>, Actor(actor): Actor, Path((merchant_id, app_id, scope)): Path<(String, String, String)>) -> ApiResult<Success<AppOut>> {
+    Ok(Success(p.grant_scope(&actor, &merchant_id, &app_id, &scope).await?))
+}
+
+/// Withdraws a scope from an app.
+#[utoipa::path(delete, path = "/api/v1/merchants/{merchant_id}/apps/{app_id}/scopes/{scope}", tag = "apps", security(("bearer" = []), ("session_cookie" = [])),
+    responses((status = 200, body = Envelope<AppOut>), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+async fn revoke_grant(State(p): State<Platform>, Actor(actor): Actor, Path((merchant_id, app_id, scope)): Path<(String, String, String)>) -> ApiResult<Success<AppOut>> {
+    Ok(Success(p.revoke_scope(&actor, &merchant_id, &app_id, &scope).await?))
 }
 
 /// The merchant's apps.

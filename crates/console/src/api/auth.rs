@@ -88,7 +88,7 @@ async fn open_session(State(p): State<Platform>, ApiJson(input): ApiJson<SignInI
 #[utoipa::path(delete, path = "/api/v1/session", tag = "auth", security(("session_cookie" = [])),
     responses((status = 200, body = Envelope<Option<String>>)))]
 async fn close_session(State(p): State<Platform>, headers: HeaderMap) -> ApiResult<Response> {
-    if let Some(token) = super::cookie(&headers, SESSION_COOKIE) {
+    if let Some(token) = portico_core::http::cookie(&headers, SESSION_COOKIE) {
         p.sign_out(&token).await?;
     }
     let mut response = Success(Option::<String>::None).into_response();

@@ -16,7 +16,10 @@ use axum::{
     http::{header, request::Parts, Method},
     Router,
 };
-use portico_core::{http::ApiError, Code, Error};
+use portico_core::{
+    http::{cookie, ApiError},
+    Code, Error,
+};
 use serde::Serialize;
 use utoipa::{
     openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
@@ -116,16 +119,4 @@ impl FromRequestParts<Platform> for Actor {
         }
         Err(Error::Unauthenticated.into())
     }
-}
-
-/// A cookie's value from the request.
-pub fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
 }

@@ -10,4 +10,4 @@ mod url;
 pub use cidr::{Cidr, IpAllowlist};
 pub use email::Email;
 pub use text::{Password, Text};
-pub use url::CallbackUrl;
+pub use url::{CallbackUrl, RedirectUri};

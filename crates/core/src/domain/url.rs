@@ -46,10 +46,66 @@ impl CallbackUrl {
     }
 }
 
+/// An OAuth2 redirect URI (RFC 6749 §3.1.2, RFC 8252): absolute, no fragment; `https`,
+/// `http` to a loopback host, or a private-use scheme in reverse-domain form
+/// (`com.example.app:/callback`) for native apps. Compared exactly when used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedirectUri(String);
+
+impl RedirectUri {
+    pub fn parse(input: &str) -> Result<RedirectUri, Error> {
+        let bad = |why: String| Err(Error::validation("redirect_uri", why));
+        if input.len() > 2048 {
+            return bad("must be at most 2048 characters".into());
+        }
+        if input.trim() != input || input.is_empty() {
+            return bad("must be an absolute URI without surrounding spaces".into());
+        }
+        let url = match url::Url::parse(input) {
+            Ok(u) => u,
+            Err(e) => return bad(format!("is not an absolute URI ({e})")),
+        };
+        if url.fragment().is_some() {
+            return bad("must not contain a fragment".into());
+        }
+        match url.scheme() {
+            "https" if url.host().is_some() => {}
+            "http" => {
+                let loopback = match url.host() {
+                    Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                    Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                    Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                    None => false,
+                };
+                if !loopback {
+                    return bad("must use https (http is allowed only for loopback hosts)".into());
+                }
+            }
+            scheme if scheme.contains('.') => {}
+            other => return bad(format!("scheme {other} is not allowed: use https, http to loopback, or a reverse-domain scheme")),
+        }
+        Ok(RedirectUri(input.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn redirect_uris() {
+        for ok in ["https://shop.example.cn/oauth/cb", "http://127.0.0.1:8765/cb", "http://localhost/cb", "com.example.shop:/oauth2redirect"] {
+            assert!(RedirectUri::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "/relative", "http://shop.example.cn/cb", "https://shop.example.cn/cb#x", "javascript:alert(1)", " https://a.cn/cb", "ftp://a.cn/"] {
+            assert!(RedirectUri::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn rules() {
@@ -66,6 +122,7 @@ mod tests {
         #[test]
         fn never_panics(s in "\\PC{0,200}") {
             let _ = CallbackUrl::parse(&s);
+            let _ = RedirectUri::parse(&s);
         }
     }
 }

@@ -1,0 +1,103 @@
+//! The validated-token cache: digest → what the token grants. Bounded; entries are
+//! dropped when their token expires, when it is revoked here, or when
+//! [`crate::OAuth::follow_revocations`] sees a revocation made on another instance.
+
+use std::{collections::HashMap, sync::RwLock};
+
+/// What a valid access token stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub token_id: String,
+    pub app_id: String,
+    pub merchant_id: String,
+    /// The client's `app_key`.
+    pub client_id: String,
+    /// `sandbox` or `production`.
+    pub environment: String,
+    /// The end user, for tokens from the authorization-code flow.
+    pub user_id: Option<String>,
+    /// Space-separated scopes.
+    pub scope: String,
+    pub issued_at: i64,
+    pub expires_at: i64,
+}
+
+pub struct TokenCache {
+    max_entries: usize,
+    map: RwLock<HashMap<String, TokenInfo>>,
+}
+
+impl TokenCache {
+    pub fn new(max_entries: usize) -> TokenCache {
+        TokenCache { max_entries: max_entries.max(1), map: RwLock::new(HashMap::new()) }
+    }
+
+    /// The cached info for a digest, if present and not expired at `now_ms`.
+    pub fn get(&self, digest: &str, now_ms: i64) -> Option<TokenInfo> {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        map.get(digest).filter(|t| t.expires_at > now_ms).cloned()
+    }
+
+    pub fn insert(&self, digest: String, info: TokenInfo) {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= self.max_entries {
+            // Full: drop expired entries first, then an arbitrary tenth.
+            let now = portico_core::time::now_ms();
+            map.retain(|_, t| t.expires_at > now);
+            if map.len() >= self.max_entries {
+                let drop: Vec<String> = map.keys().take(self.max_entries / 10 + 1).cloned().collect();
+                for k in drop {
+                    map.remove(&k);
+                }
+            }
+        }
+        map.insert(digest, info);
+    }
+
+    pub fn evict(&self, digest: &str) {
+        self.map.write().unwrap_or_else(|p| p.into_inner()).remove(digest);
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(exp: i64) -> TokenInfo {
+        TokenInfo {
+            token_id: "t".into(),
+            app_id: "a".into(),
+            merchant_id: "m".into(),
+            client_id: "k".into(),
+            environment: "sandbox".into(),
+            user_id: None,
+            scope: String::new(),
+            issued_at: 0,
+            expires_at: exp,
+        }
+    }
+
+    #[test]
+    fn bounded_and_expiring() {
+        let c = TokenCache::new(10);
+        let far = portico_core::time::now_ms() + 60_000;
+        for i in 0..25 {
+            c.insert(format!("d{i}"), info(far));
+            assert!(c.len() <= 10);
+        }
+        c.insert("old".into(), info(5));
+        assert!(c.get("old", 10).is_none(), "expired entries are not served");
+        c.insert("x".into(), info(far));
+        assert!(c.get("x", 0).is_some());
+        c.evict("x");
+        assert!(c.get("x", 0).is_none());
+    }
+}

@@ -1,0 +1,179 @@
+//! Issuing, validating, revoking and introspecting tokens.
+
+use std::time::Duration;
+
+use portico_auth::token;
+use portico_core::{id::new_id, time::now_ms, Error};
+use portico_store::{oauth, oauth::TokenRecord, Conn};
+use serde::Serialize;
+
+use crate::{cache::TokenInfo, clients::Client, OAuth};
+
+pub const ACCESS_PREFIX: &str = "pat_";
+pub const REFRESH_PREFIX: &str = "prt_";
+
+/// A successful token response (RFC 6749 §5.1).
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    pub scope: String,
+}
+
+/// Who a new token is for.
+pub(crate) struct Grant<'a> {
+    pub client: &'a Client,
+    pub user_id: Option<&'a str>,
+    pub scope: &'a str,
+    pub family_id: String,
+    pub code_id: Option<&'a str>,
+    pub with_refresh: bool,
+}
+
+impl OAuth {
+    /// Writes a new access token (and refresh token) in the caller's transaction.
+    pub(crate) async fn issue(&self, conn: &mut Conn, g: Grant<'_>) -> Result<TokenResponse, Error> {
+        let s = self.settings();
+        let now = now_ms();
+        let access_ttl = if g.user_id.is_some() { s.user_access_token_ttl } else { s.app_access_token_ttl };
+        let access = self.write_token(conn, &g, "access", ACCESS_PREFIX, access_ttl, now).await?;
+        let refresh = if g.with_refresh { Some(self.write_token(conn, &g, "refresh", REFRESH_PREFIX, s.refresh_token_ttl, now).await?) } else { None };
+        Ok(TokenResponse { access_token: access, token_type: "Bearer", expires_in: access_ttl.as_secs(), refresh_token: refresh, scope: g.scope.to_string() })
+    }
+
+    async fn write_token(&self, conn: &mut Conn, g: &Grant<'_>, kind: &str, prefix: &str, ttl: Duration, now: i64) -> Result<String, Error> {
+        let value = token::generate(prefix);
+        oauth::insert_token(
+            conn,
+            &TokenRecord {
+                id: new_id("tok"),
+                token_digest: token::digest(&value),
+                kind: kind.into(),
+                app_id: g.client.app.id.clone(),
+                merchant_id: g.client.app.merchant_id.clone(),
+                credential_id: g.client.credential.id.clone(),
+                environment: g.client.credential.environment.clone(),
+                user_id: g.user_id.map(str::to_string),
+                scope: g.scope.to_string(),
+                family_id: g.family_id.clone(),
+                code_id: g.code_id.map(str::to_string),
+                expires_at: now + ttl.as_millis() as i64,
+                rotated_at: None,
+                revoked_at: None,
+                created_at: now,
+            },
+        )
+        .await?;
+        Ok(value)
+    }
+
+    /// Validates an access token: from the cache when possible, else from the database
+    /// (and then cached). `None` for unknown, expired, revoked or non-access tokens.
+    pub async fn validate(&self, presented: &str) -> Result<Option<TokenInfo>, Error> {
+        if !presented.starts_with(ACCESS_PREFIX) || presented.len() > 200 {
+            return Ok(None);
+        }
+        let digest = token::digest(presented);
+        let now = now_ms();
+        if let Some(info) = self.cache().get(&digest, now) {
+            return Ok(Some(info));
+        }
+        let record = {
+            let mut conn = self.platform().store().read().await?;
+            oauth::token(&mut conn, &digest).await?
+        };
+        let Some(t) = record.filter(|t| t.kind == "access" && t.revoked_at.is_none() && t.expires_at > now) else {
+            return Ok(None);
+        };
+        let client_id = {
+            let mut conn = self.platform().store().read().await?;
+            portico_store::apps::credentials(&mut conn, &t.merchant_id, &t.app_id)
+                .await?
+                .into_iter()
+                .find(|c| c.id == t.credential_id)
+                .map(|c| c.app_key)
+                .unwrap_or_default()
+        };
+        let info = info_of(&t, client_id);
+        self.cache().insert(digest, info.clone());
+        Ok(Some(info))
+    }
+
+    /// Evicts revoked digests from this instance's cache (others follow within a second).
+    pub(crate) fn forget(&self, digests: &[String]) {
+        for d in digests {
+            self.cache().evict(d);
+        }
+    }
+
+    /// RFC 7662 introspection. Also inactive when the app is disabled or its merchant is
+    /// no longer active.
+    pub async fn introspect(&self, presented: &str) -> Result<serde_json::Value, Error> {
+        let inactive = serde_json::json!({ "active": false });
+        let now = now_ms();
+        let digest = token::digest(presented);
+        let (info, token_type) = if presented.starts_with(REFRESH_PREFIX) {
+            let mut conn = self.platform().store().read().await?;
+            match oauth::token(&mut conn, &digest).await? {
+                Some(t) if t.kind == "refresh" && t.revoked_at.is_none() && t.expires_at > now => {
+                    let grace_over = t.rotated_at.is_some_and(|r| now - r > self.settings().refresh_grace.as_millis() as i64);
+                    if grace_over {
+                        return Ok(inactive);
+                    }
+                    (info_of(&t, String::new()), "refresh_token")
+                }
+                _ => return Ok(inactive),
+            }
+        } else {
+            match self.validate(presented).await? {
+                Some(i) => (i, "Bearer"),
+                None => return Ok(inactive),
+            }
+        };
+        let mut conn = self.platform().store().read().await?;
+        let app = portico_store::apps::get(&mut conn, &info.merchant_id, &info.app_id).await?;
+        let merchant = portico_store::merchants::get(&mut conn, &info.merchant_id).await?;
+        let (Some(app), Some(merchant)) = (app, merchant) else { return Ok(inactive) };
+        if app.status != "active" || merchant.state != "active" {
+            return Ok(inactive);
+        }
+        let client_id = portico_store::apps::credentials(&mut conn, &info.merchant_id, &info.app_id)
+            .await?
+            .into_iter()
+            .find(|c| c.environment == info.environment)
+            .map(|c| c.app_key)
+            .unwrap_or_default();
+        Ok(serde_json::json!({
+            "active": true,
+            "scope": info.scope,
+            "client_id": client_id,
+            "token_type": token_type,
+            "exp": info.expires_at / 1000,
+            "iat": info.issued_at / 1000,
+            "sub": info.user_id.clone().unwrap_or_else(|| info.app_id.clone()),
+            "iss": self.settings().issuer,
+            "app_id": info.app_id,
+            "merchant_id": info.merchant_id,
+            "environment": info.environment,
+            "user_id": info.user_id,
+            "internal_user_id": merchant.internal_user_id,
+        }))
+    }
+}
+
+fn info_of(t: &TokenRecord, client_id: String) -> TokenInfo {
+    TokenInfo {
+        token_id: t.id.clone(),
+        app_id: t.app_id.clone(),
+        merchant_id: t.merchant_id.clone(),
+        client_id,
+        environment: t.environment.clone(),
+        user_id: t.user_id.clone(),
+        scope: t.scope.clone(),
+        issued_at: t.created_at,
+        expires_at: t.expires_at,
+    }
+}
