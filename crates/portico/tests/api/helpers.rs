@@ -24,14 +24,18 @@ pub fn engines() -> Vec<Engine> {
     e
 }
 
-/// Declares a test that runs once per engine against a fresh app.
+/// Declares a test that runs once per engine against a fresh app, optionally with extra
+/// `PORTICO_*` settings: `engine_test! { env [("K", "V")] async fn name(app: &TestApp) { … } }`.
 macro_rules! engine_test {
     (async fn $name:ident($app:ident: &TestApp) $body:block) => {
+        engine_test! { env [] async fn $name($app: &TestApp) $body }
+    };
+    (env [$(($k:expr, $v:expr)),* $(,)?] async fn $name:ident($app:ident: &TestApp) $body:block) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
             async fn inner($app: &crate::helpers::TestApp) $body
             for engine in crate::helpers::engines() {
-                let app = crate::helpers::TestApp::spawn(engine).await;
+                let app = crate::helpers::TestApp::spawn_with(engine, &[$(($k, $v)),*]).await;
                 inner(&app).await;
                 app.stop().await;
             }
@@ -65,10 +69,6 @@ pub async fn fresh_postgres_database() -> String {
 }
 
 impl TestApp {
-    pub async fn spawn(engine: Engine) -> TestApp {
-        Self::spawn_with(engine, &[]).await
-    }
-
     /// Starts an app with extra `PORTICO_*` settings.
     pub async fn spawn_with(engine: Engine, extra: &[(&str, &str)]) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");

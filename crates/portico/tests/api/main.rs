@@ -10,5 +10,6 @@ mod apps;
 mod bad_input;
 mod cli;
 mod merchants;
+mod oauth;
 mod program;
 mod tenancy;
