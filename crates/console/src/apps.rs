@@ -314,6 +314,7 @@ impl Platform {
         audit::record(&mut tx, actor, app_event(&app, "app.updated", json!({ "fields": changed }))).await?;
         let out = self.app_view(&mut tx, &app).await?;
         portico_store::commit(tx).await?;
+        self.announce_app(&app);
         Ok(out)
     }
 
@@ -332,6 +333,7 @@ impl Platform {
         }
         let out = self.app_view(&mut tx, &app).await?;
         portico_store::commit(tx).await?;
+        self.announce_app(&app);
         Ok(out)
     }
 
@@ -373,6 +375,7 @@ impl Platform {
         )
         .await?;
         portico_store::commit(tx).await?;
+        self.announce_app(&app);
         Ok(SecretOut {
             environment: env,
             app_key: credential.app_key,
@@ -488,6 +491,7 @@ impl Platform {
         }
         let out = self.app_view(&mut tx, &app).await?;
         portico_store::commit(tx).await?;
+        self.announce_app(&app);
         Ok(out)
     }
 
@@ -502,6 +506,7 @@ impl Platform {
         audit::record(&mut tx, actor, app_event(&app, "app.scope_revoked", json!({ "scope": scope }))).await?;
         let out = self.app_view(&mut tx, &app).await?;
         portico_store::commit(tx).await?;
+        self.announce_app(&app);
         Ok(out)
     }
 }
@@ -528,6 +533,12 @@ fn parse_redirect_uris(uris: &[String]) -> Result<String, Error> {
         }
     }
     Ok(serde_json::to_string(&out).expect("strings serialize"))
+}
+
+impl Platform {
+    fn announce_app(&self, app: &AppRecord) {
+        self.announce(crate::Change::App { merchant_id: app.merchant_id.clone(), app_id: app.id.clone() });
+    }
 }
 
 fn new_secret(env: Environment) -> String {

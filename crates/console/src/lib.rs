@@ -14,5 +14,5 @@ mod platform;
 pub mod principal;
 pub mod sessions;
 
-pub use platform::{ConsoleSettings, Platform};
+pub use platform::{Change, ConsoleSettings, Platform};
 pub use principal::{Principal, Role};

@@ -292,6 +292,7 @@ impl Platform {
         audit::record(&mut tx, actor, event(id, action, reason.as_deref(), json!({ "from": current.as_str(), "to": to.as_str() }))).await?;
         portico_store::commit(tx).await?;
         tracing::info!(merchant = id, from = current.as_str(), to = to.as_str(), "merchant state changed");
+        self.announce(crate::Change::Merchant { merchant_id: id.to_string() });
         let record = self.load(id).await?;
         self.view(actor, &record)
     }
@@ -314,6 +315,7 @@ impl Platform {
         merchants::set_internal_user(&mut tx, id, internal.as_deref(), now_ms()).await?;
         audit::record(&mut tx, actor, event(id, "merchant.internal_user_bound", None, json!({ "internal_user_id": internal }))).await?;
         portico_store::commit(tx).await?;
+        self.announce(crate::Change::Merchant { merchant_id: id.to_string() });
         let record = self.load(id).await?;
         self.view(actor, &record)
     }

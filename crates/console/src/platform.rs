@@ -50,11 +50,24 @@ struct Inner {
     store: Store,
     key: MasterKey,
     settings: ConsoleSettings,
+    changes: tokio::sync::broadcast::Sender<Change>,
+}
+
+/// A committed change to an object that data-plane caches hold, announced in-process
+/// after the transaction commits. (Other instances notice through their caches' short
+/// lifetimes and the shared database.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A merchant's state or binding changed: every app of it may be affected.
+    Merchant { merchant_id: String },
+    /// An app's settings, status, credentials or grants changed.
+    App { merchant_id: String, app_id: String },
 }
 
 impl Platform {
     pub fn new(store: Store, key: MasterKey, settings: ConsoleSettings) -> Platform {
-        Platform { inner: Arc::new(Inner { store, key, settings }) }
+        let (changes, _) = tokio::sync::broadcast::channel(1024);
+        Platform { inner: Arc::new(Inner { store, key, settings, changes }) }
     }
 
     pub fn store(&self) -> &Store {
@@ -67,6 +80,16 @@ impl Platform {
 
     pub fn settings(&self) -> &ConsoleSettings {
         &self.inner.settings
+    }
+
+    /// Receives every change committed from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.inner.changes.subscribe()
+    }
+
+    /// Announces a committed change; nobody listening is fine.
+    pub(crate) fn announce(&self, change: Change) {
+        let _ = self.inner.changes.send(change);
     }
 }
 

@@ -1,11 +1,19 @@
-//! Object ids: a type prefix, then 28 hex digits (milliseconds since the epoch, then random).
-//! Ids sort by creation time, which is what keyset pagination relies on.
+//! Object ids: a type prefix, then 28 hex digits (a millisecond clock, then random).
+//! Ids sort by creation time, which is what keyset pagination relies on. Within one
+//! process they strictly increase: two ids made in the same millisecond get successive
+//! clock values, so "newest first" never depends on chance.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rand::RngCore;
 
+static LAST_MS: AtomicU64 = AtomicU64::new(0);
+
 /// A new id such as `mch_0193a4f1c2d94c1e7f0a2b3c4d5e`.
 pub fn new_id(prefix: &str) -> String {
-    let ms = crate::time::now_ms() as u64 & 0xffff_ffff_ffff;
+    let now = crate::time::now_ms() as u64 & 0xffff_ffff_ffff;
+    let previous = LAST_MS.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(now.max(last + 1))).unwrap_or(now);
+    let ms = now.max(previous + 1);
     let mut random = [0u8; 8];
     rand::thread_rng().fill_bytes(&mut random);
     format!("{prefix}_{ms:012x}{:016x}", u64::from_be_bytes(random))
@@ -26,6 +34,14 @@ pub fn random_token(prefix: &str, bytes: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_made_together_still_sort_in_order() {
+        let ids: Vec<String> = (0..1000).map(|_| new_id("aud")).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
+    }
 
     #[test]
     fn ids_sort_by_time_and_are_unique() {

@@ -67,6 +67,48 @@ impl TokenCache {
     }
 }
 
+/// Whether an app may still use its tokens (app enabled, merchant active), remembered
+/// for at most a second so that introspection does not query the database on every call
+/// and a suspension still takes effect within a second.
+pub struct AppStatusCache {
+    ttl: std::time::Duration,
+    map: RwLock<HashMap<String, (AppStatus, std::time::Instant)>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppStatus {
+    pub usable: bool,
+    pub internal_user_id: Option<String>,
+}
+
+impl AppStatusCache {
+    pub fn new(ttl: std::time::Duration) -> AppStatusCache {
+        AppStatusCache { ttl, map: RwLock::new(HashMap::new()) }
+    }
+
+    pub fn get(&self, app_id: &str) -> Option<AppStatus> {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        map.get(app_id).filter(|(_, at)| at.elapsed() < self.ttl).map(|(s, _)| s.clone())
+    }
+
+    pub fn evict(&self, app_id: &str) {
+        self.map.write().unwrap_or_else(|p| p.into_inner()).remove(app_id);
+    }
+
+    pub fn clear(&self) {
+        self.map.write().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    pub fn insert(&self, app_id: &str, status: AppStatus) {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 100_000 {
+            let ttl = self.ttl;
+            map.retain(|_, (_, at)| at.elapsed() < ttl);
+        }
+        map.insert(app_id.to_string(), (status, std::time::Instant::now()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

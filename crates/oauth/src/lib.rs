@@ -80,6 +80,7 @@ struct Inner {
     platform: Platform,
     settings: OAuthSettings,
     cache: cache::TokenCache,
+    app_status: cache::AppStatusCache,
     limiter: limiter::FailureLimiter,
 }
 
@@ -87,7 +88,8 @@ impl OAuth {
     pub fn new(platform: Platform, settings: OAuthSettings) -> OAuth {
         let cache = cache::TokenCache::new(settings.cache_max_entries);
         let limiter = limiter::FailureLimiter::new(settings.failure_limit, settings.failure_window);
-        OAuth { inner: Arc::new(Inner { platform, settings, cache, limiter }) }
+        let app_status = cache::AppStatusCache::new(Duration::from_secs(1));
+        OAuth { inner: Arc::new(Inner { platform, settings, cache, app_status, limiter }) }
     }
 
     pub fn platform(&self) -> &Platform {
@@ -102,17 +104,36 @@ impl OAuth {
         &self.inner.cache
     }
 
+    pub(crate) fn app_status_cache(&self) -> &cache::AppStatusCache {
+        &self.inner.app_status
+    }
+
     pub(crate) fn limiter(&self) -> &limiter::FailureLimiter {
         &self.inner.limiter
     }
 
-    /// Keeps this instance's token cache in step with revocations made anywhere (other
-    /// instances write them to the shared database): polls every `period`.
-    pub async fn follow_revocations(self, period: Duration) {
+    /// Keeps this instance's caches in step: drops app statuses when the control plane
+    /// announces a change here, and evicts tokens revoked anywhere (other instances write
+    /// revocations to the shared database), polling every `period`.
+    pub async fn follow_changes(self, period: Duration) {
         let mut since = portico_core::time::now_ms() - 1000;
         let mut tick = tokio::time::interval(period);
+        let mut changes = self.platform().subscribe();
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                change = changes.recv() => {
+                    match change {
+                        Ok(portico_console::Change::App { app_id, .. }) => self.app_status_cache().evict(&app_id),
+                        // A merchant change, or missed announcements: start over.
+                        Ok(portico_console::Change::Merchant { .. }) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            self.app_status_cache().clear()
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    }
+                    continue;
+                }
+            }
             let result = async {
                 let mut conn = self.platform().store().read().await?;
                 portico_store::oauth::revoked_since(&mut conn, since).await

@@ -7,7 +7,11 @@ use portico_core::{id::new_id, time::now_ms, Error};
 use portico_store::{oauth, oauth::TokenRecord, Conn};
 use serde::Serialize;
 
-use crate::{cache::TokenInfo, clients::Client, OAuth};
+use crate::{
+    cache::{AppStatus, TokenInfo},
+    clients::Client,
+    OAuth,
+};
 
 pub const ACCESS_PREFIX: &str = "pat_";
 pub const REFRESH_PREFIX: &str = "prt_";
@@ -133,19 +137,11 @@ impl OAuth {
                 None => return Ok(inactive),
             }
         };
-        let mut conn = self.platform().store().read().await?;
-        let app = portico_store::apps::get(&mut conn, &info.merchant_id, &info.app_id).await?;
-        let merchant = portico_store::merchants::get(&mut conn, &info.merchant_id).await?;
-        let (Some(app), Some(merchant)) = (app, merchant) else { return Ok(inactive) };
-        if app.status != "active" || merchant.state != "active" {
+        let status = self.app_status(&info.app_id, &info.merchant_id).await?;
+        if !status.usable {
             return Ok(inactive);
         }
-        let client_id = portico_store::apps::credentials(&mut conn, &info.merchant_id, &info.app_id)
-            .await?
-            .into_iter()
-            .find(|c| c.environment == info.environment)
-            .map(|c| c.app_key)
-            .unwrap_or_default();
+        let client_id = if info.client_id.is_empty() { self.client_id_of(&info).await? } else { info.client_id.clone() };
         Ok(serde_json::json!({
             "active": true,
             "scope": info.scope,
@@ -159,8 +155,36 @@ impl OAuth {
             "merchant_id": info.merchant_id,
             "environment": info.environment,
             "user_id": info.user_id,
-            "internal_user_id": merchant.internal_user_id,
+            "internal_user_id": status.internal_user_id,
         }))
+    }
+}
+
+impl OAuth {
+    /// Whether the app behind a token may use it now (cached for up to a second).
+    pub async fn app_status(&self, app_id: &str, merchant_id: &str) -> Result<AppStatus, Error> {
+        if let Some(s) = self.app_status_cache().get(app_id) {
+            return Ok(s);
+        }
+        let mut conn = self.platform().store().read().await?;
+        let app = portico_store::apps::get(&mut conn, merchant_id, app_id).await?;
+        let merchant = portico_store::merchants::get(&mut conn, merchant_id).await?;
+        let status = match (app, merchant) {
+            (Some(a), Some(m)) => AppStatus { usable: a.status == "active" && m.state == "active", internal_user_id: m.internal_user_id },
+            _ => AppStatus { usable: false, internal_user_id: None },
+        };
+        self.app_status_cache().insert(app_id, status.clone());
+        Ok(status)
+    }
+
+    async fn client_id_of(&self, info: &TokenInfo) -> Result<String, Error> {
+        let mut conn = self.platform().store().read().await?;
+        Ok(portico_store::apps::credentials(&mut conn, &info.merchant_id, &info.app_id)
+            .await?
+            .into_iter()
+            .find(|c| c.environment == info.environment)
+            .map(|c| c.app_key)
+            .unwrap_or_default())
     }
 }
 

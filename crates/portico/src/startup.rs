@@ -117,7 +117,7 @@ impl App {
             });
         }
         let janitor = tokio::spawn(purge_expired_sessions(platform.clone()));
-        let revocations = tokio::spawn(oauth.clone().follow_revocations(Duration::from_millis(500)));
+        let revocations = tokio::spawn(oauth.clone().follow_changes(Duration::from_millis(500)));
         tracing::info!(public = %addrs.public, console = %addrs.console, internal = %addrs.internal, database = ?platform.store().engine(), "portico is serving");
 
         tokio::pin!(shutdown);
