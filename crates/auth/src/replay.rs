@@ -22,11 +22,20 @@ impl NonceStore {
         NonceStore::Memory(MemoryNonces::new(window))
     }
 
-    /// Connects to Redis (`redis://host:port/db`).
+    /// Connects to Redis (`redis://host:port/db`). Every call is bounded: a Redis that
+    /// does not answer makes verification fail with `Unavailable`, never hang.
     pub async fn redis(url: &str) -> Result<NonceStore, Error> {
         let client = redis::Client::open(url).map_err(|e| Error::validation("redis.url", e.to_string()))?;
-        let manager = redis::aio::ConnectionManager::new(client).await.map_err(|e| Error::Unavailable(format!("redis: {e}")))?;
-        Ok(NonceStore::Redis(manager))
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_number_of_retries(2)
+            .set_connection_timeout(Duration::from_secs(2))
+            .set_response_timeout(Duration::from_secs(2));
+        let connect = redis::aio::ConnectionManager::new_with_config(client, config);
+        match tokio::time::timeout(Duration::from_secs(5), connect).await {
+            Ok(Ok(manager)) => Ok(NonceStore::Redis(manager)),
+            Ok(Err(e)) => Err(Error::Unavailable(format!("redis: {e}"))),
+            Err(_) => Err(Error::Unavailable("redis: connection timed out".into())),
+        }
     }
 
     /// Remembers `nonce` for `app_key` for at least `ttl`; returns false if it was

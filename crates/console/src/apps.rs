@@ -390,17 +390,7 @@ impl Platform {
     pub async fn authenticate_app(&self, app_key: &str, app_secret: &str) -> Result<AppIdentity, Error> {
         let mut conn = self.store().read().await?;
         let credential = apps::credential_by_app_key(&mut conn, app_key).await?.ok_or(Error::InvalidCredentials)?;
-        let now = now_ms();
-        let aad = secret_aad(&credential.id);
-        let current = self.key().open(&credential.secret_sealed, &aad).map_err(|e| Error::Internal(e.to_string()))?;
-        let mut ok = portico_auth::token::constant_time_eq(current.as_bytes(), app_secret.as_bytes());
-        if let (Some(prev), Some(until)) = (&credential.previous_secret_sealed, credential.previous_secret_expires_at) {
-            if until > now {
-                let previous = self.key().open(prev, &aad).map_err(|e| Error::Internal(e.to_string()))?;
-                ok |= portico_auth::token::constant_time_eq(previous.as_bytes(), app_secret.as_bytes());
-            }
-        }
-        if !ok {
+        if !self.secret_matches(&credential, app_secret)? {
             return Err(Error::InvalidCredentials);
         }
         let app = apps::get(&mut conn, &credential.merchant_id, &credential.app_id).await?.ok_or(Error::InvalidCredentials)?;
@@ -418,6 +408,28 @@ impl Platform {
             environment: Environment::parse(&credential.environment).ok_or_else(|| Error::Internal("bad environment".into()))?,
             internal_user_id: merchant.internal_user_id,
         })
+    }
+
+    /// The secrets a credential accepts now: the current one, and the previous one during
+    /// its rotation grace period.
+    pub fn live_secrets(&self, credential: &CredentialRecord) -> Result<Vec<String>, Error> {
+        let aad = secret_aad(&credential.id);
+        let mut out = vec![self.key().open(&credential.secret_sealed, &aad).map_err(|e| Error::Internal(e.to_string()))?];
+        if let (Some(prev), Some(until)) = (&credential.previous_secret_sealed, credential.previous_secret_expires_at) {
+            if until > now_ms() {
+                out.push(self.key().open(prev, &aad).map_err(|e| Error::Internal(e.to_string()))?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether `presented` is one of the credential's live secrets (constant time).
+    pub fn secret_matches(&self, credential: &CredentialRecord, presented: &str) -> Result<bool, Error> {
+        let mut ok = false;
+        for s in self.live_secrets(credential)? {
+            ok |= portico_auth::token::constant_time_eq(s.as_bytes(), presented.as_bytes());
+        }
+        Ok(ok)
     }
 
     async fn require_active(&self, merchant_id: &str) -> Result<(), Error> {

@@ -1,9 +1,9 @@
 //! OAuth2 clients are apps: `client_id` is one of the app's `app_key`s (so sandbox and
 //! production are separate clients), the secret is its `app_secret`.
 
-use portico_console::apps::{AppIdentity, ClientType};
+use portico_console::apps::ClientType;
 use portico_core::Error;
-use portico_store::{apps, apps::AppRecord, apps::CredentialRecord, merchants};
+use portico_store::{apps, apps::AppRecord, apps::CredentialRecord};
 
 use crate::{OAuth, OAuthError};
 
@@ -21,23 +21,17 @@ impl OAuth {
     /// Loads a usable client: app enabled, merchant active.
     pub(crate) async fn client(&self, client_id: &str) -> Result<Option<Client>, Error> {
         let mut conn = self.platform().store().read().await?;
-        let Some(credential) = apps::credential_by_app_key(&mut conn, client_id).await? else {
+        let Some((credential, app, merchant_state, merchant_name)) = apps::caller_by_app_key(&mut conn, client_id).await? else {
             return Ok(None);
         };
-        let Some(app) = apps::get(&mut conn, &credential.merchant_id, &credential.app_id).await? else {
-            return Ok(None);
-        };
-        let Some(merchant) = merchants::get(&mut conn, &credential.merchant_id).await? else {
-            return Ok(None);
-        };
-        if app.status != "active" || merchant.state != "active" {
+        if app.status != "active" || merchant_state != "active" {
             return Ok(None);
         }
         let grants = apps::grants(&mut conn, &app.merchant_id, &app.id).await?;
         Ok(Some(Client {
             client_type: ClientType::parse(&app.client_type).unwrap_or(ClientType::Confidential),
             redirect_uris: serde_json::from_str(&app.redirect_uris).unwrap_or_default(),
-            merchant_name: merchant.name,
+            merchant_name,
             grants,
             app,
             credential,
@@ -60,11 +54,9 @@ impl OAuth {
         let client = self.client(client_id).await?.ok_or_else(|| fail("unknown client or client disabled"))?;
         match (client.client_type, secret) {
             (ClientType::Confidential, Some(secret)) => {
-                let identity: AppIdentity = self.platform().authenticate_app(client_id, secret).await.map_err(|e| match e {
-                    Error::Unavailable(_) | Error::Internal(_) => OAuthError::from(e),
-                    _ => fail("client authentication failed"),
-                })?;
-                debug_assert_eq!(identity.app_id, client.app.id);
+                if !self.platform().secret_matches(&client.credential, secret)? {
+                    return Err(fail("client authentication failed"));
+                }
             }
             (ClientType::Confidential, None) => return Err(fail("this client must authenticate with its secret")),
             (ClientType::Public, Some(_)) => return Err(fail("public clients have no secret; use PKCE")),

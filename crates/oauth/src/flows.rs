@@ -69,6 +69,12 @@ pub(crate) fn presented_client<'a>(authorization: Option<&str>, form: &'a Form) 
 }
 
 impl OAuth {
+    /// A token request as the endpoint receives it: the `Authorization` header, the
+    /// form-urlencoded body, the caller's address.
+    pub async fn token_request(&self, authorization: Option<&str>, body: &[u8], ip: &str) -> Result<TokenResponse, OAuthError> {
+        self.token(authorization, &Form::parse(body)?, ip).await
+    }
+
     /// `POST /oauth2/token`.
     pub(crate) async fn token(&self, authorization: Option<&str>, form: &Form, ip: &str) -> Result<TokenResponse, OAuthError> {
         let grant_type = form.require("grant_type")?;

@@ -231,6 +231,36 @@ pub async fn credentials(conn: &mut AnyConnection, merchant_id: &str, app_id: &s
     rows.iter().map(CredentialRecord::from_row).collect()
 }
 
+/// Everything needed to identify a caller by `app_key` in one query: the credential, its
+/// app, and the merchant's state and name.
+pub async fn caller_by_app_key(conn: &mut AnyConnection, app_key: &str) -> Result<Option<(CredentialRecord, AppRecord, String, String)>, Error> {
+    let row = sqlx::query(
+        "SELECT c.id AS c_id, c.app_id, c.merchant_id AS c_merchant_id, c.environment, c.app_key, c.secret_sealed, c.secret_created_at, \
+         c.previous_secret_sealed, c.previous_secret_expires_at, c.created_at AS c_created_at, \
+         a.id, a.merchant_id, a.name, a.integration_mode, a.callback_url, a.ip_allowlist, a.rsa_public_key, a.status, a.redirect_uris, \
+         a.client_type, a.created_at, a.updated_at, m.state AS merchant_state, m.name AS merchant_name \
+         FROM app_credentials c JOIN apps a ON a.id = c.app_id JOIN merchants m ON m.id = c.merchant_id WHERE c.app_key = $1",
+    )
+    .bind(app_key)
+    .fetch_optional(conn)
+    .await
+    .db()?;
+    let Some(r) = row else { return Ok(None) };
+    let credential = CredentialRecord {
+        id: col(&r, "c_id")?,
+        app_id: col(&r, "app_id")?,
+        merchant_id: col(&r, "c_merchant_id")?,
+        environment: col(&r, "environment")?,
+        app_key: col(&r, "app_key")?,
+        secret_sealed: col(&r, "secret_sealed")?,
+        secret_created_at: col(&r, "secret_created_at")?,
+        previous_secret_sealed: col(&r, "previous_secret_sealed")?,
+        previous_secret_expires_at: col(&r, "previous_secret_expires_at")?,
+        created_at: col(&r, "c_created_at")?,
+    };
+    Ok(Some((credential, AppRecord::from_row(&r)?, col(&r, "merchant_state")?, col(&r, "merchant_name")?)))
+}
+
 /// The credential with this `app_key`, for identifying a caller.
 pub async fn credential_by_app_key(conn: &mut AnyConnection, app_key: &str) -> Result<Option<CredentialRecord>, Error> {
     let row = sqlx::query(&format!("SELECT {CREDENTIAL_COLUMNS} FROM app_credentials WHERE app_key = $1"))

@@ -45,12 +45,15 @@ macro_rules! engine_test {
 
 /// A running Portico on free ports, with helpers that take the expected status.
 pub struct TestApp {
+    pub engine: Engine,
+    owns_database: bool,
     pub console: String,
     pub public: String,
     pub internal: String,
     pub platform: Platform,
     pub client: Client,
     pub database_url: String,
+    pub master_key: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -71,12 +74,28 @@ pub async fn fresh_postgres_database() -> String {
 impl TestApp {
     /// Starts an app with extra `PORTICO_*` settings.
     pub async fn spawn_with(engine: Engine, extra: &[(&str, &str)]) -> TestApp {
+        Self::start(engine, extra, None).await
+    }
+
+    /// A second instance on the same database and master key, as in cluster mode.
+    pub async fn spawn_peer(&self, extra: &[(&str, &str)]) -> TestApp {
+        let mut peer = Self::start(self.engine, extra, Some((self.database_url.clone(), self.master_key.clone()))).await;
+        peer.owns_database = false;
+        peer
+    }
+
+    async fn start(engine: Engine, extra: &[(&str, &str)], shared: Option<(String, String)>) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
-        let database_url = match engine {
-            Engine::Sqlite => format!("sqlite://{}?mode=rwc", dir.path().join("portico.db").display()),
-            Engine::Postgres => fresh_postgres_database().await,
+        let (database_url, master_key) = match shared {
+            Some(s) => s,
+            None => (
+                match engine {
+                    Engine::Sqlite => format!("sqlite://{}?mode=rwc", dir.path().join("portico.db").display()),
+                    Engine::Postgres => fresh_postgres_database().await,
+                },
+                portico_core::id::random_token("", 32),
+            ),
         };
-        let master_key = portico_core::id::random_token("", 32);
         let mut env: Vec<(String, String)> = [
             ("PORTICO_PUBLIC__ADDR", "127.0.0.1:0"),
             ("PORTICO_CONSOLE__ADDR", "127.0.0.1:0"),
@@ -109,6 +128,9 @@ impl TestApp {
             platform,
             client: Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
             database_url,
+            master_key,
+            engine,
+            owns_database: true,
             stop: Some(stop),
             server: Some(server),
             _dir: dir,
@@ -121,6 +143,9 @@ impl TestApp {
         }
         if let Some(server) = self.server.take() {
             server.await.expect("server task").expect("clean shutdown");
+        }
+        if !self.owns_database {
+            return;
         }
         if let Ok(admin_url) = std::env::var("PORTICO_TEST_DATABASE_URL") {
             if let Some(name) = self.database_url.strip_prefix("postgres").and_then(|u| u.rsplit('/').next()) {

@@ -411,3 +411,43 @@ engine_test! {
         assert!(client.exchange_client_credentials().request_async(&http).await.is_err());
     }
 }
+
+engine_test! {
+    async fn revocation_reaches_every_instance(app: &TestApp) {
+        // A second instance on the same database, as in cluster mode. The SQLite file is
+        // shared between the two the same way PostgreSQL is.
+        let peer = app.spawn_peer(&[]).await;
+        let (_m, _a, creds) = oauth_app(app, "confidential").await;
+        let (key, secret) = production(&creds);
+        let token: Value = app
+            .client
+            .post(format!("{}/oauth2/token", app.public))
+            .basic_auth(&key, Some(&secret))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = token["access_token"].as_str().unwrap().to_string();
+        // Both instances validate it, and so cache it.
+        assert_eq!(introspect_raw(app, &token).await["active"], true);
+        assert_eq!(introspect_raw(&peer, &token).await["active"], true);
+        // Revoked through the peer...
+        let res = peer.client.post(format!("{}/oauth2/revoke", peer.public)).basic_auth(&key, Some(&secret)).form(&[("token", token.as_str())]).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(introspect_raw(&peer, &token).await["active"], false, "at once on the instance that revoked it");
+        // ...and the first instance's cache lets go of it too (it polls every 500 ms).
+        let mut seen_inactive = false;
+        for _ in 0..100 {
+            if introspect_raw(app, &token).await["active"] == false {
+                seen_inactive = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(seen_inactive, "the other instance never noticed the revocation");
+        peer.stop().await;
+    }
+}
