@@ -78,6 +78,11 @@ impl Platform {
         &self.inner.key
     }
 
+    /// The master key, for other components that seal what they store (signing keys).
+    pub fn master_key(&self) -> &MasterKey {
+        &self.inner.key
+    }
+
     pub fn settings(&self) -> &ConsoleSettings {
         &self.inner.settings
     }

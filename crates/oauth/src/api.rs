@@ -32,6 +32,7 @@ pub fn public_router(oauth: OAuth) -> Router {
         .route("/oauth2/authorize", get(authorize_page).post(authorize_submit))
         .route("/oauth2/revoke", post(revoke))
         .route("/.well-known/oauth-authorization-server", get(metadata))
+        .route("/.well-known/jwks.json", get(jwks))
         .route("/users/v1/sign-up", post(sign_up))
         .route("/users/v1/sessions", post(sign_in).delete(sign_out))
         .route("/users/v1/me", get(me))
@@ -109,11 +110,19 @@ async fn authorize_submit(State(o): State<OAuth>, ConnectInfo(peer): ConnectInfo
     o.authorize_submit(&body, session.as_deref(), &peer.ip().to_string()).await
 }
 
+/// The public keys of JWT access tokens (404 while tokens are opaque).
+async fn jwks(State(o): State<OAuth>) -> Response {
+    match o.jwt() {
+        Some(keys) => Json(keys.jwks()).into_response(),
+        None => ApiError::new(portico_core::Code::RouteNotFound, "JWT access tokens are not enabled").into_response(),
+    }
+}
+
 /// RFC 8414 authorization-server metadata.
 async fn metadata(State(o): State<OAuth>) -> Response {
     let s = o.settings();
     let issuer = s.issuer.trim_end_matches('/');
-    Json(json!({
+    let mut doc = json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/oauth2/authorize"),
         "token_endpoint": format!("{issuer}/oauth2/token"),
@@ -126,8 +135,11 @@ async fn metadata(State(o): State<OAuth>) -> Response {
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "code_challenge_methods_supported": ["S256"],
         "service_documentation": format!("{issuer}/docs/oauth2"),
-    }))
-    .into_response()
+    });
+    if o.jwt().is_some() {
+        doc["jwks_uri"] = json!(format!("{issuer}/.well-known/jwks.json"));
+    }
+    Json(doc).into_response()
 }
 
 /// The signed-in end user (bearer session token, or the consent pages' cookie).

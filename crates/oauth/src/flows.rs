@@ -95,11 +95,8 @@ impl OAuth {
             return Err(OAuthError::unauthorized_client("public clients cannot use client_credentials"));
         }
         let scope = resolve_scope(form.get("scope"), &client.grants)?;
-        let mut tx = self.platform().store().begin().await?;
         let grant = Grant { client, user_id: None, scope: &scope, family_id: new_id("fam"), code_id: None, with_refresh: false };
-        let response = self.issue(&mut tx, grant).await?;
-        portico_store::commit(tx).await?;
-        Ok(response)
+        Ok(self.issue_batched(grant).await?)
     }
 
     async fn authorization_code(&self, client: &Client, form: &Form) -> Result<TokenResponse, OAuthError> {

@@ -16,6 +16,7 @@ pub mod cache;
 mod clients;
 pub mod error;
 mod flows;
+pub mod jwt;
 mod limiter;
 mod pages;
 pub mod tokens;
@@ -49,6 +50,9 @@ pub struct OAuthSettings {
     pub failure_window: Duration,
     pub cache_max_entries: usize,
     pub secure_cookies: bool,
+    /// Issue access tokens as RFC 9068 JWTs instead of opaque strings.
+    pub jwt_access_tokens: bool,
+    pub jwt_key_rotation: Duration,
 }
 
 impl Default for OAuthSettings {
@@ -66,11 +70,14 @@ impl Default for OAuthSettings {
             failure_window: Duration::from_secs(300),
             cache_max_entries: 100_000,
             secure_cookies: true,
+            jwt_access_tokens: false,
+            jwt_key_rotation: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
 
-/// The authorization server: cheap to clone.
+/// The authorization server: cheap to clone. `new` starts the token writer task, so it
+/// must run inside a Tokio runtime.
 #[derive(Clone)]
 pub struct OAuth {
     inner: Arc<Inner>,
@@ -82,6 +89,8 @@ struct Inner {
     cache: cache::TokenCache,
     app_status: cache::AppStatusCache,
     limiter: limiter::FailureLimiter,
+    jwt: Option<jwt::JwtKeys>,
+    writer: tokens::TokenWriter,
 }
 
 impl OAuth {
@@ -89,7 +98,26 @@ impl OAuth {
         let cache = cache::TokenCache::new(settings.cache_max_entries);
         let limiter = limiter::FailureLimiter::new(settings.failure_limit, settings.failure_window);
         let app_status = cache::AppStatusCache::new(Duration::from_secs(1));
-        OAuth { inner: Arc::new(Inner { platform, settings, cache, app_status, limiter }) }
+        let longest = settings.app_access_token_ttl.max(settings.user_access_token_ttl);
+        let jwt = settings.jwt_access_tokens.then(|| jwt::JwtKeys::new(settings.jwt_key_rotation, longest));
+        let writer = tokens::TokenWriter::start(platform.store().clone());
+        OAuth { inner: Arc::new(Inner { platform, settings, cache, app_status, limiter, jwt, writer }) }
+    }
+
+    /// Loads (or creates) the JWT signing keys when JWT access tokens are on.
+    pub async fn prepare(&self) -> Result<(), portico_core::Error> {
+        if let Some(keys) = &self.inner.jwt {
+            keys.refresh(self.platform().store(), self.platform().master_key()).await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn token_writer(&self) -> &tokens::TokenWriter {
+        &self.inner.writer
+    }
+
+    pub(crate) fn jwt(&self) -> Option<&jwt::JwtKeys> {
+        self.inner.jwt.as_ref()
     }
 
     pub fn platform(&self) -> &Platform {
@@ -119,6 +147,7 @@ impl OAuth {
         let mut since = portico_core::time::now_ms() - 1000;
         let mut tick = tokio::time::interval(period);
         let mut changes = self.platform().subscribe();
+        let mut last_key_check = std::time::Instant::now();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -148,6 +177,13 @@ impl OAuth {
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "could not poll revocations"),
+            }
+            // Once a minute: pick up keys other instances made, and rotate when due.
+            if last_key_check.elapsed() >= Duration::from_secs(60) {
+                last_key_check = std::time::Instant::now();
+                if let Err(e) = self.prepare().await {
+                    tracing::warn!(error = %e, "could not refresh the JWT signing keys");
+                }
             }
         }
     }

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use portico_auth::token;
 use portico_core::{id::new_id, time::now_ms, Error};
-use portico_store::{oauth, oauth::TokenRecord, Conn};
+use portico_store::{oauth, oauth::TokenRecord, Conn, Store};
+use tokio::sync::{mpsc, oneshot};
 use serde::Serialize;
 
 use crate::{
@@ -40,44 +41,82 @@ pub(crate) struct Grant<'a> {
 impl OAuth {
     /// Writes a new access token (and refresh token) in the caller's transaction.
     pub(crate) async fn issue(&self, conn: &mut Conn, g: Grant<'_>) -> Result<TokenResponse, Error> {
+        let (response, records) = self.mint(&g)?;
+        for r in &records {
+            oauth::insert_token(conn, r).await?;
+        }
+        Ok(response)
+    }
+
+    /// Issues tokens that need no other change in the same transaction (client
+    /// credentials): concurrent issuances are committed together in one transaction by
+    /// the token writer, and each answers only after its rows are committed.
+    pub(crate) async fn issue_batched(&self, g: Grant<'_>) -> Result<TokenResponse, Error> {
+        let (response, records) = self.mint(&g)?;
+        self.token_writer().write(records).await?;
+        Ok(response)
+    }
+
+    /// The token values and the rows that store them.
+    fn mint(&self, g: &Grant<'_>) -> Result<(TokenResponse, Vec<TokenRecord>), Error> {
         let s = self.settings();
         let now = now_ms();
         let access_ttl = if g.user_id.is_some() { s.user_access_token_ttl } else { s.app_access_token_ttl };
-        let access = self.write_token(conn, &g, "access", ACCESS_PREFIX, access_ttl, now).await?;
-        let refresh = if g.with_refresh { Some(self.write_token(conn, &g, "refresh", REFRESH_PREFIX, s.refresh_token_ttl, now).await?) } else { None };
-        Ok(TokenResponse { access_token: access, token_type: "Bearer", expires_in: access_ttl.as_secs(), refresh_token: refresh, scope: g.scope.to_string() })
+        let mut records = Vec::with_capacity(2);
+        let access = self.mint_one(g, "access", ACCESS_PREFIX, access_ttl, now, &mut records)?;
+        let refresh = if g.with_refresh { Some(self.mint_one(g, "refresh", REFRESH_PREFIX, s.refresh_token_ttl, now, &mut records)?) } else { None };
+        let response = TokenResponse { access_token: access, token_type: "Bearer", expires_in: access_ttl.as_secs(), refresh_token: refresh, scope: g.scope.to_string() };
+        Ok((response, records))
     }
 
-    async fn write_token(&self, conn: &mut Conn, g: &Grant<'_>, kind: &str, prefix: &str, ttl: Duration, now: i64) -> Result<String, Error> {
-        let value = token::generate(prefix);
-        oauth::insert_token(
-            conn,
-            &TokenRecord {
-                id: new_id("tok"),
-                token_digest: token::digest(&value),
-                kind: kind.into(),
-                app_id: g.client.app.id.clone(),
-                merchant_id: g.client.app.merchant_id.clone(),
-                credential_id: g.client.credential.id.clone(),
-                environment: g.client.credential.environment.clone(),
-                user_id: g.user_id.map(str::to_string),
-                scope: g.scope.to_string(),
-                family_id: g.family_id.clone(),
-                code_id: g.code_id.map(str::to_string),
-                expires_at: now + ttl.as_millis() as i64,
-                rotated_at: None,
-                revoked_at: None,
-                created_at: now,
-            },
-        )
-        .await?;
+    fn mint_one(&self, g: &Grant<'_>, kind: &str, prefix: &str, ttl: Duration, now: i64, out: &mut Vec<TokenRecord>) -> Result<String, Error> {
+        let id = new_id("tok");
+        let expires_at = now + ttl.as_millis() as i64;
+        let value = match (kind, self.jwt()) {
+            ("access", Some(keys)) => {
+                let issuer = &self.settings().issuer;
+                keys.sign(&serde_json::json!({
+                    "iss": issuer,
+                    "aud": issuer,
+                    "sub": g.user_id.unwrap_or(&g.client.app.id),
+                    "client_id": g.client.credential.app_key,
+                    "scope": g.scope,
+                    "iat": now / 1000,
+                    "exp": expires_at / 1000,
+                    "jti": id,
+                    "app_id": g.client.app.id,
+                    "merchant_id": g.client.app.merchant_id,
+                    "environment": g.client.credential.environment,
+                }))?
+            }
+            _ => token::generate(prefix),
+        };
+        out.push(TokenRecord {
+            id,
+            token_digest: token::digest(&value),
+            kind: kind.into(),
+            app_id: g.client.app.id.clone(),
+            merchant_id: g.client.app.merchant_id.clone(),
+            credential_id: g.client.credential.id.clone(),
+            environment: g.client.credential.environment.clone(),
+            user_id: g.user_id.map(str::to_string),
+            scope: g.scope.to_string(),
+            family_id: g.family_id.clone(),
+            code_id: g.code_id.map(str::to_string),
+            expires_at,
+            rotated_at: None,
+            revoked_at: None,
+            created_at: now,
+        });
         Ok(value)
     }
 
     /// Validates an access token: from the cache when possible, else from the database
     /// (and then cached). `None` for unknown, expired, revoked or non-access tokens.
     pub async fn validate(&self, presented: &str) -> Result<Option<TokenInfo>, Error> {
-        if !presented.starts_with(ACCESS_PREFIX) || presented.len() > 200 {
+        let opaque = presented.starts_with(ACCESS_PREFIX) && presented.len() <= 200;
+        let jwt = presented.starts_with("eyJ") && presented.len() <= 4096 && presented.matches('.').count() == 2;
+        if !opaque && !jwt {
             return Ok(None);
         }
         let digest = token::digest(presented);
@@ -199,5 +238,58 @@ fn info_of(t: &TokenRecord, client_id: String) -> TokenInfo {
         scope: t.scope.clone(),
         issued_at: t.created_at,
         expires_at: t.expires_at,
+    }
+}
+
+/// Group commit for token rows: one task drains every pending issuance into a single
+/// transaction, so concurrent clients share one commit instead of queueing for one each.
+pub(crate) struct TokenWriter {
+    queue: mpsc::Sender<(Vec<TokenRecord>, oneshot::Sender<Result<(), Error>>)>,
+}
+
+const MAX_BATCH: usize = 512;
+
+impl TokenWriter {
+    /// Starts the writer task; must be called inside a Tokio runtime.
+    pub(crate) fn start(store: Store) -> TokenWriter {
+        let (queue, mut rx) = mpsc::channel::<(Vec<TokenRecord>, oneshot::Sender<Result<(), Error>>)>(4096);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(more) => batch.push(more),
+                        Err(_) => break,
+                    }
+                }
+                let result = async {
+                    let mut tx = store.begin().await?;
+                    for (records, _) in &batch {
+                        for r in records {
+                            oauth::insert_token(&mut tx, r).await?;
+                        }
+                    }
+                    portico_store::commit(tx).await
+                }
+                .await;
+                for (_, ack) in batch {
+                    let _ = ack.send(result.as_ref().map(|_| ()).map_err(clone_error));
+                }
+            }
+        });
+        TokenWriter { queue }
+    }
+
+    pub(crate) async fn write(&self, records: Vec<TokenRecord>) -> Result<(), Error> {
+        let (ack, done) = oneshot::channel();
+        self.queue.send((records, ack)).await.map_err(|_| Error::Unavailable("the token writer stopped".into()))?;
+        done.await.map_err(|_| Error::Unavailable("the token writer stopped".into()))?
+    }
+}
+
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::Unavailable(m) => Error::Unavailable(m.clone()),
+        other => Error::Internal(other.to_string()),
     }
 }

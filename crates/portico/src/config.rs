@@ -76,6 +76,15 @@ pub struct OAuthConfig {
     pub failure_limit: u32,
     pub failure_window_secs: u64,
     pub cache_max_entries: usize,
+    pub access_token_format: TokenFormat,
+    pub jwt_key_rotation_days: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenFormat {
+    Opaque,
+    Jwt,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -195,6 +204,7 @@ impl Config {
             ("oauth.code_ttl_secs", self.oauth.code_ttl_secs),
             ("oauth.user_session_ttl_secs", self.oauth.user_session_ttl_secs),
             ("oauth.failure_window_secs", self.oauth.failure_window_secs),
+            ("oauth.jwt_key_rotation_days", self.oauth.jwt_key_rotation_days),
         ] {
             if v == 0 {
                 bail!("invalid configuration: {key} must be greater than 0");
@@ -270,6 +280,8 @@ impl Config {
             failure_window: Duration::from_secs(o.failure_window_secs),
             cache_max_entries: o.cache_max_entries,
             secure_cookies: self.console.secure_cookies,
+            jwt_access_tokens: o.access_token_format == TokenFormat::Jwt,
+            jwt_key_rotation: Duration::from_secs(o.jwt_key_rotation_days * 24 * 3600),
         }
     }
 

@@ -65,6 +65,7 @@ impl App {
         let console = bind(config.console.addr, "console").await?;
         let internal = bind(config.internal.addr, "internal").await?;
         let oauth = OAuth::new(platform.clone(), config.oauth_settings(public.local_addr()?, internal.local_addr()?));
+        oauth.prepare().await.context("while loading the JWT signing keys")?;
         Ok(App { public, console, internal, platform, oauth, config })
     }
 

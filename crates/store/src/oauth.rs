@@ -387,3 +387,57 @@ pub async fn delete_consent(conn: &mut AnyConnection, user_id: &str, app_id: &st
     let done = sqlx::query("DELETE FROM oauth_consents WHERE user_id = $1 AND app_id = $2").bind(user_id).bind(app_id).execute(conn).await.db()?;
     Ok(done.rows_affected() == 1)
 }
+
+#[derive(Debug, Clone)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    pub private_key_sealed: String,
+    pub public_n: String,
+    pub public_e: String,
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+}
+
+pub async fn insert_signing_key(conn: &mut AnyConnection, k: &SigningKeyRecord) -> Result<(), Error> {
+    sqlx::query("INSERT INTO oauth_signing_keys (kid, private_key_sealed, public_n, public_e, created_at, retired_at) VALUES ($1,$2,$3,$4,$5,$6)")
+        .bind(&k.kid)
+        .bind(&k.private_key_sealed)
+        .bind(&k.public_n)
+        .bind(&k.public_e)
+        .bind(k.created_at)
+        .bind(k.retired_at)
+        .execute(conn)
+        .await
+        .db()?;
+    Ok(())
+}
+
+/// Keys not retired before `published_after`, newest first.
+pub async fn signing_keys(conn: &mut AnyConnection, published_after: i64) -> Result<Vec<SigningKeyRecord>, Error> {
+    let rows = sqlx::query(
+        "SELECT kid, private_key_sealed, public_n, public_e, created_at, retired_at FROM oauth_signing_keys \
+         WHERE retired_at IS NULL OR retired_at > $1 ORDER BY created_at DESC",
+    )
+    .bind(published_after)
+    .fetch_all(conn)
+    .await
+    .db()?;
+    rows.iter()
+        .map(|r| {
+            Ok(SigningKeyRecord {
+                kid: col(r, "kid")?,
+                private_key_sealed: col(r, "private_key_sealed")?,
+                public_n: col(r, "public_n")?,
+                public_e: col(r, "public_e")?,
+                created_at: col(r, "created_at")?,
+                retired_at: col(r, "retired_at")?,
+            })
+        })
+        .collect()
+}
+
+/// Retires every active key but `kid`.
+pub async fn retire_signing_keys_except(conn: &mut AnyConnection, kid: &str, now: i64) -> Result<(), Error> {
+    sqlx::query("UPDATE oauth_signing_keys SET retired_at = $1 WHERE retired_at IS NULL AND kid <> $2").bind(now).bind(kid).execute(conn).await.db()?;
+    Ok(())
+}

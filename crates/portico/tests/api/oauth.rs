@@ -451,3 +451,61 @@ engine_test! {
         peer.stop().await;
     }
 }
+
+engine_test! {
+    env [("PORTICO_OAUTH__ACCESS_TOKEN_FORMAT", "jwt")]
+    async fn jwt_access_tokens_verify_with_the_published_keys(app: &TestApp) {
+        use base64::Engine;
+        use rsa::{pkcs1v15::VerifyingKey, signature::Verifier};
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (_m, app_id, creds) = oauth_app(app, "confidential").await;
+        let (key, secret) = production(&creds);
+        let meta = metadata(app).await;
+        let jwks_uri = meta["jwks_uri"].as_str().expect("jwks_uri is published").to_string();
+        let client = client_from(&meta, &key, Some(&secret));
+        let t = client.exchange_client_credentials().add_scope(Scope::new("orders".into())).request_async(&http()).await.unwrap();
+        let jwt = t.access_token().secret().clone();
+        let parts: Vec<&str> = jwt.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let header: Value = serde_json::from_slice(&b64.decode(parts[0]).unwrap()).unwrap();
+        let claims: Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+        assert_eq!(header["typ"], "at+jwt", "RFC 9068 §2.1");
+        assert_eq!(header["alg"], "RS256");
+        for c in ["iss", "exp", "aud", "sub", "client_id", "iat", "jti"] {
+            assert!(!claims[c].is_null(), "RFC 9068 §2.2 requires {c}: {claims}");
+        }
+        assert_eq!(claims["client_id"], key.as_str());
+        assert_eq!(claims["sub"], app_id.as_str());
+        assert_eq!(claims["scope"], "orders");
+        assert_eq!(claims["iss"].as_str().unwrap(), app.public);
+        // Verify offline with the key from the JWKS, as a resource server would.
+        let jwks: Value = app.client.get(&jwks_uri).send().await.unwrap().json().await.unwrap();
+        let jwk = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == header["kid"]).expect("the signing key is published");
+        let n = rsa::BigUint::from_bytes_be(&b64.decode(jwk["n"].as_str().unwrap()).unwrap());
+        let e = rsa::BigUint::from_bytes_be(&b64.decode(jwk["e"].as_str().unwrap()).unwrap());
+        let public = rsa::RsaPublicKey::new(n, e).unwrap();
+        let signature = rsa::pkcs1v15::Signature::try_from(b64.decode(parts[2]).unwrap().as_slice()).unwrap();
+        VerifyingKey::<sha2::Sha256>::new(public.clone()).verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature).expect("signature verifies");
+        let tampered = format!("{}.{}", parts[0], b64.encode(claims.to_string().replace("orders", "admin")));
+        assert!(VerifyingKey::<sha2::Sha256>::new(public).verify(tampered.as_bytes(), &signature).is_err());
+        // JWTs introspect and revoke like opaque tokens.
+        assert!(client.introspect(t.access_token()).request_async(&http()).await.unwrap().active());
+        let res = app.client.post(meta["revocation_endpoint"].as_str().unwrap()).basic_auth(&key, Some(&secret)).form(&[("token", jwt.as_str())]).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(!client.introspect(t.access_token()).request_async(&http()).await.unwrap().active());
+        // A second instance signs with the same key set.
+        let peer = app.spawn_peer(&[("PORTICO_OAUTH__ACCESS_TOKEN_FORMAT", "jwt")]).await;
+        let peer_jwks: Value = peer.client.get(format!("{}/.well-known/jwks.json", peer.public)).send().await.unwrap().json().await.unwrap();
+        assert_eq!(peer_jwks, jwks);
+        peer.stop().await;
+    }
+}
+
+engine_test! {
+    async fn opaque_mode_publishes_no_jwks(app: &TestApp) {
+        let meta = metadata(app).await;
+        assert!(meta.get("jwks_uri").is_none());
+        let res = app.client.get(format!("{}/.well-known/jwks.json", app.public)).send().await.unwrap();
+        assert_eq!(res.status(), 404);
+    }
+}
