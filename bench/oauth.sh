@@ -50,11 +50,12 @@ wrk.method = "POST"
 wrk.body = "token=$token"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 LUA
-run() { wrk -t1 -c32 -d10s --latency -s "$2" "$1" | tee /dev/stderr | awk '/Requests\/sec/ {print $2}'; }
+run() { wrk -t1 -c32 -d10s --latency -s "$2" "$1" | tee -a /dev/stderr | awk '/Requests\/sec/ {print $2}'; }
 echo "== client_credentials token issuance" >&2
 tokens=$(run http://127.0.0.1:18080/oauth2/token "$work/token.lua")
 echo "== introspection of a cached token" >&2
 intro=$(run http://127.0.0.1:18082/oauth2/introspect "$work/introspect.lua")
-echo "engine: ${DATABASE_URL:+postgres}${DATABASE_URL:-sqlite}"
+engine=${DATABASE_URL:+postgres}
+echo "engine: ${engine:-sqlite}"
 echo "client_credentials tokens per second: $tokens"
 echo "introspections per second: $intro"

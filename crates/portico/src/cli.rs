@@ -276,6 +276,20 @@ pub enum AppCmd {
         #[arg(long)]
         grace_seconds: Option<u64>,
     },
+    /// Grant a scope (API group) to an app.
+    Grant {
+        #[arg(long)]
+        merchant: String,
+        id: String,
+        scope: String,
+    },
+    /// Withdraw a scope from an app.
+    Ungrant {
+        #[arg(long)]
+        merchant: String,
+        id: String,
+        scope: String,
+    },
     /// Disable an app.
     Disable {
         #[arg(long)]
@@ -434,6 +448,8 @@ async fn app(p: &Platform, cmd: AppCmd, out: Output) -> anyhow::Result<()> {
             let env = Environment::parse(&environment).expect("clap checked the environment");
             to_value(p.rotate_secret(&me, &merchant, &id, env, RotateIn { grace_seconds }).await?)
         }
+        AppCmd::Grant { merchant, id, scope } => to_value(p.grant_scope(&me, &merchant, &id, &scope).await?),
+        AppCmd::Ungrant { merchant, id, scope } => to_value(p.revoke_scope(&me, &merchant, &id, &scope).await?),
         AppCmd::Disable { merchant, id } => to_value(p.set_app_enabled(&me, &merchant, &id, false).await?),
         AppCmd::Enable { merchant, id } => to_value(p.set_app_enabled(&me, &merchant, &id, true).await?),
     };

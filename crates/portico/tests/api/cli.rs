@@ -67,6 +67,8 @@ fn operator_commands_drive_onboarding_and_apps() {
     assert!(v["secrets"][1]["app_secret"].as_str().unwrap().starts_with("sk_live_"));
     let v = run_json(d, &["app", "rotate", "--merchant", &m, &app_id, "--environment", "production", "--grace-seconds", "60"]);
     assert!(v["app_secret"].as_str().unwrap().starts_with("sk_live_"));
+    let v = run_json(d, &["app", "grant", "--merchant", &m, &app_id, "orders"]);
+    assert_eq!(v["scopes"], serde_json::json!(["orders"]));
     let v = run_json(d, &["app", "list", "--merchant", &m]);
     assert_eq!(v["items"].as_array().unwrap().len(), 1);
     let v = run_json(d, &["audit", "--merchant", &m]);
