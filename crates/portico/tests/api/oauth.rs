@@ -509,3 +509,17 @@ engine_test! {
         assert_eq!(res.status(), 404);
     }
 }
+
+engine_test! {
+    env [("PORTICO_OAUTH__APP_ACCESS_TOKEN_TTL_SECS", "1")]
+    async fn expired_tokens_are_inactive(app: &TestApp) {
+        let (_m, _a, creds) = oauth_app(app, "confidential").await;
+        let (key, secret) = production(&creds);
+        let client = client_from(&metadata(app).await, &key, Some(&secret));
+        let t = client.exchange_client_credentials().request_async(&http()).await.unwrap();
+        assert_eq!(t.expires_in().unwrap().as_secs(), 1);
+        assert!(client.introspect(t.access_token()).request_async(&http()).await.unwrap().active());
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        assert!(!client.introspect(t.access_token()).request_async(&http()).await.unwrap().active(), "expired, even though it was cached");
+    }
+}
