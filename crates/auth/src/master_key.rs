@@ -24,6 +24,9 @@ pub enum KeyError {
 #[derive(Clone)]
 pub struct MasterKey {
     cipher: Aes256Gcm,
+    /// HMAC-SHA256 of the key material under a fixed label: the root for derived keys,
+    /// so the raw key is not kept twice.
+    derive_root: [u8; 32],
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -55,7 +58,19 @@ impl MasterKey {
     }
 
     fn from_bytes(bytes: &[u8]) -> MasterKey {
-        MasterKey { cipher: Aes256Gcm::new_from_slice(bytes).expect("32-byte key") }
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(bytes).expect("any key length");
+        mac.update(b"portico derived keys v1");
+        MasterKey { cipher: Aes256Gcm::new_from_slice(bytes).expect("32-byte key"), derive_root: mac.finalize().into_bytes().into() }
+    }
+
+    /// A key for another purpose (e.g. `gateway identity`), derived from the master key:
+    /// the same on every instance that shares the master key.
+    pub fn derive(&self, label: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.derive_root).expect("any key length");
+        mac.update(label.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     pub fn seal(&self, plaintext: &str, aad: &str) -> String {

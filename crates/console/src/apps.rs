@@ -368,6 +368,7 @@ impl Platform {
         if !apps::rotate_secret(&mut tx, &credential, &sealed, expires, now).await? {
             return Err(Error::Conflict("the secret was rotated meanwhile; try again".into()));
         }
+        apps::touch(&mut tx, app_id, now).await?;
         audit::record(
             &mut tx,
             actor,
@@ -499,6 +500,7 @@ impl Platform {
         let app = apps::get(&mut tx, merchant_id, app_id).await?.ok_or(Error::NotFound("app"))?;
         let (actor_kind, actor_id, _) = actor.audit_actor();
         if apps::grant(&mut tx, merchant_id, app_id, &scope, actor_id.as_deref().or(Some(actor_kind)), now_ms()).await? {
+            apps::touch(&mut tx, app_id, now_ms()).await?;
             audit::record(&mut tx, actor, app_event(&app, "app.scope_granted", json!({ "scope": scope }))).await?;
         }
         let out = self.app_view(&mut tx, &app).await?;
@@ -515,6 +517,7 @@ impl Platform {
         if !apps::revoke_grant(&mut tx, merchant_id, app_id, scope).await? {
             return Err(Error::NotFound("grant"));
         }
+        apps::touch(&mut tx, app_id, now_ms()).await?;
         audit::record(&mut tx, actor, app_event(&app, "app.scope_revoked", json!({ "scope": scope }))).await?;
         let out = self.app_view(&mut tx, &app).await?;
         portico_store::commit(tx).await?;

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod apps;
 pub mod audit;
+pub mod catalog;
 pub mod merchants;
 pub mod operators;
 mod platform;

@@ -62,6 +62,8 @@ pub enum Change {
     Merchant { merchant_id: String },
     /// An app's settings, status, credentials or grants changed.
     App { merchant_id: String, app_id: String },
+    /// The API catalog changed.
+    Catalog,
 }
 
 impl Platform {

@@ -18,12 +18,14 @@ pub struct ApiError {
     pub code: Code,
     pub msg: String,
     pub data: Value,
-    retry_after_secs: Option<u64>,
+    pub retry_after_secs: Option<u64>,
+    /// More response headers (e.g. `RateLimit-*` on a 429).
+    pub extra_headers: Vec<(&'static str, String)>,
 }
 
 impl ApiError {
     pub fn new(code: Code, msg: impl Into<String>) -> Self {
-        ApiError { code, msg: msg.into(), data: Value::Null, retry_after_secs: None }
+        ApiError { code, msg: msg.into(), data: Value::Null, retry_after_secs: None, extra_headers: Vec::new() }
     }
 }
 
@@ -36,12 +38,14 @@ impl From<Error> for ApiError {
                 msg: format!("{field}: {message}"),
                 data: json!({ "field": field, "reason": message }),
                 retry_after_secs: None,
+                extra_headers: Vec::new(),
             },
             Error::AccountLocked { retry_after_secs } => ApiError {
                 code,
                 msg: format!("too many failed sign-ins; try again in {retry_after_secs} s"),
                 data: json!({ "retry_after_secs": retry_after_secs }),
                 retry_after_secs: Some(retry_after_secs),
+                extra_headers: Vec::new(),
             },
             Error::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
@@ -69,6 +73,11 @@ impl IntoResponse for ApiError {
         let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
         if let Some(secs) = self.retry_after_secs {
             response.headers_mut().insert(header::RETRY_AFTER, secs.into());
+        }
+        for (name, value) in self.extra_headers {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, v);
+            }
         }
         response
     }

@@ -154,6 +154,7 @@ impl OAuth {
                 change = changes.recv() => {
                     match change {
                         Ok(portico_console::Change::App { app_id, .. }) => self.app_status_cache().evict(&app_id),
+                        Ok(portico_console::Change::Catalog) => {}
                         // A merchant change, or missed announcements: start over.
                         Ok(portico_console::Change::Merchant { .. }) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                             self.app_status_cache().clear()

@@ -25,6 +25,8 @@ pub struct Config {
     pub internal: ListenerConfig,
     pub http: HttpConfig,
     pub oauth: OAuthConfig,
+    pub gateway: GatewayConfig,
+    pub redis: RedisConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
@@ -78,6 +80,20 @@ pub struct OAuthConfig {
     pub cache_max_entries: usize,
     pub access_token_format: TokenFormat,
     pub jwt_key_rotation_days: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub identity_key: String,
+    pub app_rate_limit_per_second: u64,
+    pub signature_window_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,6 +221,7 @@ impl Config {
             ("oauth.user_session_ttl_secs", self.oauth.user_session_ttl_secs),
             ("oauth.failure_window_secs", self.oauth.failure_window_secs),
             ("oauth.jwt_key_rotation_days", self.oauth.jwt_key_rotation_days),
+            ("gateway.signature_window_secs", self.gateway.signature_window_secs),
         ] {
             if v == 0 {
                 bail!("invalid configuration: {key} must be greater than 0");
@@ -221,6 +238,12 @@ impl Config {
             if !ok {
                 bail!("invalid configuration: oauth.issuer must be an http(s) URL without query or fragment");
             }
+        }
+        if !self.redis.url.is_empty() && !(self.redis.url.starts_with("redis://") || self.redis.url.starts_with("rediss://")) {
+            bail!("invalid configuration: redis.url must start with redis:// or rediss://");
+        }
+        if !self.gateway.identity_key.is_empty() && self.gateway.identity_key.len() < 32 {
+            bail!("invalid configuration: gateway.identity_key must be at least 32 characters");
         }
         if self.http.max_body_bytes < 1024 {
             bail!("invalid configuration: http.max_body_bytes must be at least 1024");
@@ -285,6 +308,17 @@ impl Config {
         }
     }
 
+    pub fn gateway_settings(&self) -> portico_gateway::GatewaySettings {
+        let g = &self.gateway;
+        portico_gateway::GatewaySettings {
+            max_body_bytes: self.http.max_body_bytes,
+            app_rate_limit_per_second: g.app_rate_limit_per_second,
+            signature_window: Duration::from_secs(g.signature_window_secs),
+            identity_key: (!g.identity_key.is_empty()).then(|| g.identity_key.as_bytes().to_vec()),
+            redis_url: (!self.redis.url.is_empty()).then(|| self.redis.url.clone()),
+        }
+    }
+
     /// The configuration as TOML with secrets masked, for `portico config`.
     pub fn redacted_toml(&self) -> String {
         let mut shown = self.clone();
@@ -295,6 +329,10 @@ impl Config {
             shown.admin.password = "********".into();
         }
         shown.database.url = mask_url(&shown.database.url);
+        shown.redis.url = mask_url(&shown.redis.url);
+        if !shown.gateway.identity_key.is_empty() {
+            shown.gateway.identity_key = "********".into();
+        }
         toml_string(&shown)
     }
 }

@@ -14,6 +14,7 @@ use axum::{
 };
 use portico_auth::MasterKey;
 use portico_console::{operators::Bootstrap, Platform};
+use portico_gateway::Gateway;
 use portico_oauth::OAuth;
 use portico_core::{
     http::{self as envelope, ApiError, Success},
@@ -29,6 +30,7 @@ pub struct App {
     config: Config,
     platform: Platform,
     oauth: OAuth,
+    gateway: Gateway,
     public: TcpListener,
     console: TcpListener,
     internal: TcpListener,
@@ -66,7 +68,8 @@ impl App {
         let internal = bind(config.internal.addr, "internal").await?;
         let oauth = OAuth::new(platform.clone(), config.oauth_settings(public.local_addr()?, internal.local_addr()?));
         oauth.prepare().await.context("while loading the JWT signing keys")?;
-        Ok(App { public, console, internal, platform, oauth, config })
+        let gateway = Gateway::start(platform.clone(), oauth.clone(), config.gateway_settings()).await.context("while starting the gateway")?;
+        Ok(App { public, console, internal, platform, oauth, gateway, config })
     }
 
     pub fn addresses(&self) -> Addresses {
@@ -85,10 +88,14 @@ impl App {
         &self.oauth
     }
 
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
     /// Serves until `shutdown` completes, then stops accepting and gives requests in
     /// flight `shutdown.grace_secs` to finish.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let App { config, platform, oauth, public, console, internal } = self;
+        let App { config, platform, oauth, gateway, public, console, internal } = self;
         let addrs = Addresses {
             public: public.local_addr()?,
             console: console.local_addr()?,
@@ -101,8 +108,10 @@ impl App {
             .route("/", get(console_page::page))
             .route("/openapi.json", get(move || async move { ([("content-type", "application/json")], openapi_json.clone()) }))
             .merge(api);
-        let public_router = portico_oauth::api::public_router(oauth.clone());
-        let internal_router = portico_oauth::api::internal_router(oauth.clone());
+        // The gateway answers every public path the OAuth2 server does not.
+        let console_router = console_router.fallback(envelope::route_not_found);
+        let public_router = portico_oauth::api::public_router(oauth.clone()).fallback_service(gateway.public_handler());
+        let internal_router = portico_oauth::api::internal_router(oauth.clone()).merge(gateway.registry_router()).fallback(envelope::route_not_found);
 
         let mut servers = tokio::task::JoinSet::new();
         for (name, listener, router) in [("public", public, public_router), ("console", console, console_router), ("internal", internal, internal_router)] {
@@ -205,7 +214,6 @@ fn with_common_layers(router: Router, platform: &Platform, config: &Config) -> R
     router
         .route("/healthz", get(|| async { Success(serde_json::json!({ "status": "alive" })) }))
         .route("/readyz", get(readyz).with_state(platform.clone()))
-        .fallback(envelope::route_not_found)
         .method_not_allowed_fallback(envelope::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.http.max_body_bytes))
         .layer(CatchPanicLayer::custom(envelope::panic_response))

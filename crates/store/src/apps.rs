@@ -153,6 +153,19 @@ pub async fn get_by_id(conn: &mut AnyConnection, app_id: &str) -> Result<Option<
     row.as_ref().map(AppRecord::from_row).transpose()
 }
 
+/// Marks an app changed (credentials or grants changed), so that other instances'
+/// snapshots pick it up.
+pub async fn touch(conn: &mut AnyConnection, app_id: &str, now: i64) -> Result<(), Error> {
+    sqlx::query("UPDATE apps SET updated_at = $1 WHERE id = $2").bind(now).bind(app_id).execute(conn).await.db()?;
+    Ok(())
+}
+
+/// Apps changed at or after `since` (ms).
+pub async fn changed_since(conn: &mut AnyConnection, since: i64) -> Result<Vec<(String, i64)>, Error> {
+    let rows = sqlx::query("SELECT id, updated_at FROM apps WHERE updated_at >= $1").bind(since).fetch_all(conn).await.db()?;
+    rows.iter().map(|r| Ok((col(r, "id")?, col(r, "updated_at")?))).collect()
+}
+
 /// The scopes granted to an app, sorted.
 pub async fn grants(conn: &mut AnyConnection, merchant_id: &str, app_id: &str) -> Result<Vec<String>, Error> {
     let rows = sqlx::query("SELECT scope FROM app_grants WHERE merchant_id = $1 AND app_id = $2 ORDER BY scope")
@@ -259,6 +272,64 @@ pub async fn caller_by_app_key(conn: &mut AnyConnection, app_key: &str) -> Resul
         created_at: col(&r, "c_created_at")?,
     };
     Ok(Some((credential, AppRecord::from_row(&r)?, col(&r, "merchant_state")?, col(&r, "merchant_name")?)))
+}
+
+/// A credential with its app and merchant, as the gateway's snapshot holds it.
+#[derive(Debug, Clone)]
+pub struct GatewayRow {
+    pub credential: CredentialRecord,
+    pub app: AppRecord,
+    pub merchant_state: String,
+    pub internal_user_id: Option<String>,
+}
+
+/// Every credential (or one merchant's, or one app's) with its app and merchant.
+pub async fn gateway_rows(conn: &mut AnyConnection, merchant_id: Option<&str>, app_id: Option<&str>) -> Result<Vec<GatewayRow>, Error> {
+    let rows = sqlx::query(
+        "SELECT c.id AS c_id, c.app_id, c.merchant_id AS c_merchant_id, c.environment, c.app_key, c.secret_sealed, c.secret_created_at, \
+         c.previous_secret_sealed, c.previous_secret_expires_at, c.created_at AS c_created_at, \
+         a.id, a.merchant_id, a.name, a.integration_mode, a.callback_url, a.ip_allowlist, a.rsa_public_key, a.status, a.redirect_uris, \
+         a.client_type, a.created_at, a.updated_at, m.state AS merchant_state, m.internal_user_id \
+         FROM app_credentials c JOIN apps a ON a.id = c.app_id JOIN merchants m ON m.id = c.merchant_id \
+         WHERE ($1 IS NULL OR c.merchant_id = $1) AND ($2 IS NULL OR c.app_id = $2)",
+    )
+    .bind(merchant_id)
+    .bind(app_id)
+    .fetch_all(conn)
+    .await
+    .db()?;
+    rows.iter()
+        .map(|r| {
+            Ok(GatewayRow {
+                credential: CredentialRecord {
+                    id: col(r, "c_id")?,
+                    app_id: col(r, "app_id")?,
+                    merchant_id: col(r, "c_merchant_id")?,
+                    environment: col(r, "environment")?,
+                    app_key: col(r, "app_key")?,
+                    secret_sealed: col(r, "secret_sealed")?,
+                    secret_created_at: col(r, "secret_created_at")?,
+                    previous_secret_sealed: col(r, "previous_secret_sealed")?,
+                    previous_secret_expires_at: col(r, "previous_secret_expires_at")?,
+                    created_at: col(r, "c_created_at")?,
+                },
+                app: AppRecord::from_row(r)?,
+                merchant_state: col(r, "merchant_state")?,
+                internal_user_id: col(r, "internal_user_id")?,
+            })
+        })
+        .collect()
+}
+
+/// (app id, scope) of every grant (or one merchant's, or one app's).
+pub async fn all_grants(conn: &mut AnyConnection, merchant_id: Option<&str>, app_id: Option<&str>) -> Result<Vec<(String, String)>, Error> {
+    let rows = sqlx::query("SELECT app_id, scope FROM app_grants WHERE ($1 IS NULL OR merchant_id = $1) AND ($2 IS NULL OR app_id = $2)")
+        .bind(merchant_id)
+        .bind(app_id)
+        .fetch_all(conn)
+        .await
+        .db()?;
+    rows.iter().map(|r| Ok((col(r, "app_id")?, col(r, "scope")?))).collect()
 }
 
 /// The credential with this `app_key`, for identifying a caller.

@@ -9,8 +9,11 @@
 pub mod accounts;
 pub mod apps;
 pub mod audit;
+pub mod calls;
+pub mod catalog;
 pub mod merchants;
 pub mod oauth;
+pub mod registry;
 mod migrate;
 pub mod sessions;
 

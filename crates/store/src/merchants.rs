@@ -162,3 +162,9 @@ pub async fn set_internal_user(conn: &mut AnyConnection, id: &str, internal_user
         .db()?;
     Ok(done.rows_affected() == 1)
 }
+
+/// Merchants changed at or after `since` (ms).
+pub async fn changed_since(conn: &mut AnyConnection, since: i64) -> Result<Vec<(String, i64)>, Error> {
+    let rows = sqlx::query("SELECT id, updated_at FROM merchants WHERE updated_at >= $1").bind(since).fetch_all(conn).await.db()?;
+    rows.iter().map(|r| Ok((col(r, "id")?, col(r, "updated_at")?))).collect()
+}

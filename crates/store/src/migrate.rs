@@ -12,6 +12,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "foundation", include_str!("../migrations/0001_foundation.sql")),
     (2, "oauth", include_str!("../migrations/0002_oauth.sql")),
     (3, "jwt_keys", include_str!("../migrations/0003_jwt_keys.sql")),
+    (4, "gateway", include_str!("../migrations/0004_gateway.sql")),
 ];
 
 const LOCK_ID: i64 = 0x706f_7274_6963_6f; // "portico"

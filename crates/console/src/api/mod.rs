@@ -8,6 +8,7 @@
 
 mod apps;
 mod auth;
+mod catalog;
 mod merchants;
 mod operators;
 
@@ -42,6 +43,7 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
         (name = "merchants", description = "Merchants and onboarding"),
         (name = "apps", description = "Apps and credentials"),
         (name = "operators", description = "Platform operators and the audit log"),
+        (name = "catalog", description = "API groups, APIs and grant requests"),
     )
 )]
 struct ApiDoc;
@@ -83,6 +85,7 @@ pub fn router(platform: Platform) -> (Router, utoipa::openapi::OpenApi) {
         .merge(merchants::routes())
         .merge(apps::routes())
         .merge(operators::routes())
+        .merge(catalog::routes())
         .split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     (router.with_state(platform), doc)

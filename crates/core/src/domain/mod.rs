@@ -4,10 +4,12 @@
 
 mod cidr;
 mod email;
+mod json_pointer;
 mod text;
 mod url;
 
 pub use cidr::{Cidr, IpAllowlist};
 pub use email::Email;
+pub use json_pointer::JsonPointer;
 pub use text::{Password, Text};
 pub use url::{CallbackUrl, RedirectUri};

@@ -36,6 +36,7 @@ engine_test! {
                         "name": "pwned", "integration_mode": "api", "reason": "x", "internal_user_id": "x",
                         "email": "evil@a.cn", "password": "evil password 1", "role": "owner",
                         "company_name": "x", "licence_number": "12345", "contact_name": "x", "contact_phone": "12345", "business_description": "x",
+                        "group": "x",
                     });
                     let res = app.client.request(m.clone(), format!("{}{concrete}", app.console)).bearer_auth(&a_owner).json(&body).send().await.unwrap();
                     let status = res.status();

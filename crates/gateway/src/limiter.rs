@@ -1,0 +1,103 @@
+//! Rate limits with GCRA (the generic cell rate algorithm): smooth, no fixed window that
+//! lets twice the rate through at a boundary. Each key keeps one number, its theoretical
+//! arrival time. In memory per instance; the same algorithm runs in Redis for cluster
+//! mode (a later change; see ARCHITECTURE.md).
+
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, Hash, Hasher},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+const SHARDS: usize = 64;
+
+pub struct RateLimiter {
+    epoch: Instant,
+    shards: Vec<Mutex<HashMap<String, u64>>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed; `remaining` requests could follow at once.
+    Allow { remaining: u64 },
+    /// Refused; retry after this long.
+    Deny { retry_after: Duration },
+}
+
+impl Default for RateLimiter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RateLimiter {
+    pub fn new() -> RateLimiter {
+        RateLimiter { epoch: Instant::now(), shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), hasher: Default::default() }
+    }
+
+    /// One request against `rate` per second with a burst of `rate` (at least 1).
+    pub fn check(&self, key: &str, rate: u64) -> Decision {
+        self.check_at(key, rate, self.epoch.elapsed().as_nanos() as u64)
+    }
+
+    fn check_at(&self, key: &str, rate: u64, now: u64) -> Decision {
+        let rate = rate.max(1);
+        let interval = 1_000_000_000 / rate;
+        let tolerance = interval * (rate - 1);
+        let mut h = self.hasher.build_hasher();
+        key.hash(&mut h);
+        let mut shard = self.shards[h.finish() as usize % SHARDS].lock().unwrap_or_else(|p| p.into_inner());
+        if shard.len() > 200_000 {
+            // Keys idle for a second or more carry no state worth keeping.
+            shard.retain(|_, tat| *tat + 1_000_000_000 > now);
+        }
+        let tat = shard.get(key).copied().unwrap_or(now).max(now);
+        let allow_at = tat.saturating_sub(tolerance);
+        if now < allow_at {
+            return Decision::Deny { retry_after: Duration::from_nanos(allow_at - now) };
+        }
+        let new_tat = tat + interval;
+        shard.insert(key.to_string(), new_tat);
+        let remaining = (now + tolerance + interval).saturating_sub(new_tat) / interval;
+        Decision::Allow { remaining }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_steady_rate_without_boundary_doubling() {
+        let l = RateLimiter::new();
+        let s = 1_000_000_000u64;
+        // A burst of `rate` passes, the next is refused.
+        for i in 0..5 {
+            assert!(matches!(l.check_at("k", 5, 10 * s), Decision::Allow { .. }), "request {i}");
+        }
+        let Decision::Deny { retry_after } = l.check_at("k", 5, 10 * s) else { panic!("over the burst") };
+        assert_eq!(retry_after, Duration::from_millis(200));
+        // One more is allowed each interval, never a fresh burst at a "window" boundary.
+        assert!(matches!(l.check_at("k", 5, 10 * s + s / 5), Decision::Allow { .. }));
+        assert!(matches!(l.check_at("k", 5, 10 * s + s / 5), Decision::Deny { .. }));
+        assert!(matches!(l.check_at("k", 5, 11 * s), Decision::Allow { .. }));
+        // Keys are independent.
+        assert!(matches!(l.check_at("other", 5, 10 * s), Decision::Allow { remaining: 4 }));
+    }
+
+    #[test]
+    fn long_run_rate_holds() {
+        let l = RateLimiter::new();
+        let mut allowed = 0;
+        // 10 s of a request every millisecond against 100/s: burst 100, then 100/s.
+        for ms in 0..10_000u64 {
+            if matches!(l.check_at("k", 100, ms * 1_000_000), Decision::Allow { .. }) {
+                allowed += 1;
+            }
+        }
+        assert!((1090..=1101).contains(&allowed), "{allowed}");
+    }
+}

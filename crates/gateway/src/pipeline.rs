@@ -1,0 +1,377 @@
+//! One call through the gateway, in order: route → identify the app (bearer token or any
+//! signature scheme) → app and merchant active → IP allowlist → grant → end-user token
+//! when the API needs one → rate limits → forward → envelope → record.
+
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+use axum::{
+    body::Body,
+    extract::{ConnectInfo, Request, State},
+    http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode},
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use portico_auth::signed_request::AppKeys;
+use portico_core::{http::ApiError, id::new_id, time::now_ms, Code};
+use portico_signing::header as sig_header;
+use portico_store::calls::{BusinessKeyRecord, CallRecord};
+use serde_json::Value;
+
+use crate::{
+    identity::{Identity, PREFIX},
+    limiter::Decision,
+    records::Record,
+    snapshot::{ApiEntry, AppEntry, Snapshot},
+    upstream::{self, ForwardError},
+    Gateway,
+};
+
+/// Parameters that belong to the platform, not to the business call.
+const COMMON: &[&str] = &["app_key", "method", "v", "timestamp", "sign_method", "sign", "nonce", "session", "format", "biz_content"];
+
+/// Carries the business code from `process` to the record; removed before sending.
+const CODE_HEADER: &str = "x-portico-code";
+
+/// The largest upstream response the gateway reads into the envelope.
+const MAX_RESPONSE: usize = 8 * 1024 * 1024;
+
+/// The axum fallback of the public listener.
+pub async fn handle(State(gw): State<Gateway>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
+    let started = Instant::now();
+    let trace_id = portico_core::trace::current().unwrap_or_else(portico_core::trace::new_trace_id);
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, gw.settings().max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => return ApiError::new(Code::BodyTooLarge, "the request body is larger than the limit").into_response(),
+    };
+    let bytes_in = body.len();
+    let snap = gw.snapshot();
+    let mut call = Call { app: None, api: None, bytes_out: 0 };
+    let (response, code) = match gw.process(&snap, &parts.method, &parts.uri, &parts.headers, body, peer, &trace_id, &mut call).await {
+        Ok(mut r) => {
+            let code = r.headers_mut().remove(CODE_HEADER).and_then(|v| v.to_str().ok().and_then(|v| v.parse().ok())).unwrap_or(0);
+            (r, code)
+        }
+        Err(e) => {
+            let code = e.code.as_u32() as i64;
+            (e.into_response(), code)
+        }
+    };
+    gw.recorder().record(Record::Call(CallRecord {
+        id: new_id("cal"),
+        at: now_ms(),
+        trace_id,
+        merchant_id: call.app.as_ref().map(|a| a.merchant_id.clone()),
+        app_id: call.app.as_ref().map(|a| a.app_id.clone()),
+        api: call.api.as_ref().map(|a| a.label.clone()),
+        status: response.status().as_u16() as i64,
+        code,
+        latency_us: started.elapsed().as_micros() as i64,
+        bytes_in: bytes_in as i64,
+        bytes_out: call.bytes_out as i64,
+        client_ip: peer.ip().to_string(),
+    }));
+    response
+}
+
+/// What the record of a call needs to know, filled in as the pipeline learns it.
+struct Call {
+    app: Option<Arc<AppEntry>>,
+    api: Option<Arc<ApiEntry>>,
+    bytes_out: usize,
+}
+
+/// Who is calling, once identified.
+struct Caller {
+    app: Arc<AppEntry>,
+    user_id: Option<String>,
+    /// Scopes of a bearer token; signed calls carry the app's grants.
+    token_scope: Option<String>,
+}
+
+fn refuse(code: Code, msg: impl Into<String>) -> ApiError {
+    ApiError::new(code, msg)
+}
+
+impl Gateway {
+    #[allow(clippy::too_many_arguments)]
+    async fn process(
+        &self,
+        snap: &Snapshot,
+        method: &Method,
+        uri: &axum::http::Uri,
+        headers: &HeaderMap,
+        body: Bytes,
+        peer: SocketAddr,
+        trace_id: &str,
+        call: &mut Call,
+    ) -> Result<Response, ApiError> {
+        // Route.
+        let path = uri.path();
+        let query = uri.query().unwrap_or("");
+        let single_entry = path == "/router/rest";
+        let mut params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        let is_form = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+        if single_entry {
+            if !matches!(*method, Method::GET | Method::POST) {
+                return Err(refuse(Code::MethodNotAllowed, "the single entry takes GET and POST only"));
+            }
+            if is_form {
+                params.extend(url::form_urlencoded::parse(&body).into_owned());
+            }
+        }
+        let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
+        let api = if single_entry {
+            let name = param("method").ok_or_else(|| ApiError::from(portico_core::Error::validation("method", "is required on /router/rest")))?;
+            snap.api(name, param("v")).cloned().ok_or_else(|| refuse(Code::UnknownApi, format!("no published API {name}")))?
+        } else if let Some(rest) = path.strip_prefix("/api/") {
+            let (service, tail) = rest.split_once('/').unwrap_or((rest, ""));
+            snap.api_by_upstream(service, method, &format!("/{tail}")).cloned().ok_or_else(|| refuse(Code::UnknownApi, format!("no published API at {method} {path}")))?
+        } else {
+            catalog_path(snap, path).ok_or_else(|| refuse(Code::UnknownApi, format!("no published API at {path}")))?
+        };
+        call.api = Some(api.clone());
+        if api.retired {
+            return Err(refuse(Code::ApiRetired, format!("{} was retired", api.label)));
+        }
+        if !single_entry && *method != api.method {
+            return Err(refuse(Code::MethodNotAllowed, format!("{} takes {}", api.label, api.method)));
+        }
+
+        // Identify the app.
+        let now = now_ms();
+        let caller = self.identify(snap, method, uri, headers, &body, &params, now).await?;
+        call.app = Some(caller.app.clone());
+        let app = &caller.app;
+        if !app.usable {
+            return Err(ApiError::from(portico_auth::signed_request::Rejection::AppDisabled));
+        }
+        if !app.allowlist.allows(peer.ip()) {
+            return Err(refuse(Code::IpNotAllowed, format!("{} is not in the app's IP allowlist", peer.ip())));
+        }
+        let granted = app.grants.contains(&api.group) && caller.token_scope.as_deref().is_none_or(|s| s.split(' ').any(|x| x == api.group));
+        if !granted {
+            return Err(refuse(Code::NotGranted, format!("the app is not granted the API group {}", api.group)));
+        }
+        if api.needs_user && caller.user_id.is_none() {
+            return Err(refuse(Code::UserTokenRequired, format!("{} needs an end user's access token", api.label)));
+        }
+
+        // Rate limits: per app, and per app × API.
+        let mut limit_headers = None;
+        let app_rate = self.settings().app_rate_limit_per_second;
+        if app_rate > 0 {
+            limit_headers = Some(self.limit(&format!("app:{}", app.app_id), app_rate)?);
+        }
+        if let Some(rate) = api.rate_limit_per_second {
+            limit_headers = Some(self.limit(&format!("api:{}:{}", api.id, app.app_id), rate)?);
+        }
+
+        // Forward.
+        let pool = snap.service(&api.service).cloned().ok_or_else(|| refuse(Code::UpstreamUnavailable, format!("no instance of {} is registered", api.service)))?;
+        let (upstream_path, upstream_body, content_type) = if single_entry {
+            let business: Vec<(&str, &str)> = params.iter().filter(|(k, _)| !COMMON.contains(&k.as_str())).map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let mut p = api.upstream_path.clone();
+            if !business.is_empty() {
+                p.push('?');
+                p.push_str(&url::form_urlencoded::Serializer::new(String::new()).extend_pairs(business).finish());
+            }
+            match param("biz_content") {
+                Some(b) => (p, Bytes::copy_from_slice(b.as_bytes()), Some(HeaderValue::from_static("application/json"))),
+                None => (p, Bytes::new(), None),
+            }
+        } else {
+            let p = if query.is_empty() { api.upstream_path.clone() } else { format!("{}?{query}", api.upstream_path) };
+            (p, body, headers.get(header::CONTENT_TYPE).cloned())
+        };
+        let mut up_headers = HeaderMap::with_capacity(16);
+        for (k, v) in headers {
+            let name = k.as_str();
+            if !is_hop_by_hop(name) && !name.starts_with(PREFIX) && name != "x-trace-id" && k != header::AUTHORIZATION && k != header::HOST && k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+                up_headers.append(k.clone(), v.clone());
+            }
+        }
+        if let Some(ct) = content_type {
+            up_headers.insert(header::CONTENT_TYPE, ct);
+        }
+        let identity = Identity {
+            app_id: app.app_id.clone(),
+            merchant_id: app.merchant_id.clone(),
+            internal_user_id: app.internal_user_id.clone().unwrap_or_default(),
+            user_id: caller.user_id.clone().unwrap_or_default(),
+            scope: caller.token_scope.clone().unwrap_or_else(|| api.group.clone()),
+            environment: app.environment.clone(),
+            trace_id: trace_id.to_string(),
+            timestamp: now / 1000,
+        };
+        for (k, v) in identity.headers(self.identity_key()) {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                up_headers.insert(HeaderName::from_static(k), v);
+            }
+        }
+        let up_method = if single_entry { api.method.clone() } else { method.clone() };
+        let (response, _instance) = upstream::forward(self.client(), self.health(), &pool, &up_method, &upstream_path, &up_headers, upstream_body, api.timeout)
+            .await
+            .map_err(|e| match e {
+                ForwardError::NoInstance => refuse(Code::UpstreamUnavailable, format!("no healthy instance of {}", api.service)),
+                ForwardError::Unreachable(why) => {
+                    tracing::warn!(service = %api.service, %why, "upstream unreachable");
+                    refuse(Code::UpstreamUnavailable, format!("{} is unreachable", api.service))
+                }
+                ForwardError::Timeout => refuse(Code::UpstreamTimeout, format!("{} did not answer within {} ms", api.service, api.timeout.as_millis())),
+            })?;
+
+        // Envelope.
+        let (parts, incoming) = response.into_parts();
+        let collected = http_body_util::Limited::new(incoming, MAX_RESPONSE).collect().await;
+        let upstream_body = match collected {
+            Ok(c) => c.to_bytes(),
+            Err(_) => return Err(refuse(Code::UpstreamError, format!("{} sent an unreadable or oversized response", api.service))),
+        };
+        let json: Option<Value> = serde_json::from_slice(&upstream_body).ok();
+        let is_envelope = json.as_ref().is_some_and(|v| v.get("code").is_some_and(Value::is_number) && v.get("msg").is_some_and(Value::is_string));
+        let (status, body, code, doc) = if is_envelope {
+            let code = json.as_ref().and_then(|v| v["code"].as_u64()).unwrap_or(0);
+            (parts.status, upstream_body, code, json)
+        } else if parts.status.is_success() {
+            let data = json.unwrap_or_else(|| Value::String(String::from_utf8_lossy(&upstream_body).into_owned()));
+            let doc = serde_json::json!({ "code": 0, "msg": "ok", "data": data, "trace_id": trace_id });
+            (parts.status, Bytes::from(doc.to_string()), 0, Some(doc))
+        } else {
+            let data = json.unwrap_or_else(|| Value::String(String::from_utf8_lossy(&upstream_body).into_owned()));
+            let msg = format!("{} answered {}", api.service, parts.status);
+            let doc = serde_json::json!({ "code": Code::UpstreamError.as_u32(), "msg": msg, "data": data, "trace_id": trace_id });
+            (StatusCode::BAD_GATEWAY, Bytes::from(doc.to_string()), Code::UpstreamError.as_u32() as u64, Some(doc))
+        };
+
+        // Data closure: the business key the API names in its response.
+        if let (Some(pointer), Some(doc)) = (&api.business_key, &doc) {
+            let key = match pointer.resolve(doc) {
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            };
+            if let Some(business_key) = key.filter(|k| k.len() <= 256) {
+                self.recorder().record(Record::BusinessKey(BusinessKeyRecord {
+                    id: new_id("bkey"),
+                    merchant_id: app.merchant_id.clone(),
+                    app_id: app.app_id.clone(),
+                    api: api.label.clone(),
+                    business_key,
+                    trace_id: trace_id.to_string(),
+                    at: now,
+                }));
+            }
+        }
+
+        call.bytes_out = body.len();
+        let mut out = Response::builder().status(status);
+        if let Some(h) = out.headers_mut() {
+            for (k, v) in &parts.headers {
+                if !is_hop_by_hop(k.as_str()) && k != header::CONTENT_LENGTH && k != header::CONTENT_TYPE {
+                    h.append(k.clone(), v.clone());
+                }
+            }
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            if let Ok(v) = HeaderValue::from_str(&code.to_string()) {
+                h.insert(CODE_HEADER, v);
+            }
+            if api.deprecated {
+                h.insert("deprecation", HeaderValue::from_static("true"));
+            }
+            if let Some((limit, remaining)) = limit_headers {
+                h.insert("ratelimit-limit", limit.into());
+                h.insert("ratelimit-remaining", remaining.into());
+            }
+        }
+        Ok(out.body(Body::from(body)).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn identify(
+        &self,
+        snap: &Snapshot,
+        method: &Method,
+        uri: &axum::http::Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+        params: &[(String, String)],
+        now_ms: i64,
+    ) -> Result<Caller, ApiError> {
+        let lookup = |key: &str| {
+            snap.app(key).map(|e| AppKeys {
+                secrets: if e.previous_until > now_ms { e.secrets.clone() } else { e.secrets.iter().take(1).cloned().collect() },
+                rsa_public_key: e.rsa_public_key.clone(),
+                sandbox: e.environment == "sandbox",
+                usable: e.usable,
+            })
+        };
+        let now = now_ms / 1000;
+        if let Some(auth) = headers.get(header::AUTHORIZATION) {
+            let auth = auth.to_str().map_err(|_| refuse(Code::Unauthenticated, "the Authorization header is not text"))?;
+            if let Some(token) = auth.strip_prefix("Bearer ") {
+                let info = self.oauth().validate(token.trim()).await?.ok_or_else(|| refuse(Code::Unauthenticated, "the access token is invalid, expired or revoked"))?;
+                let app = snap.app(&info.client_id).cloned().ok_or_else(|| refuse(Code::Unauthenticated, "the token's app is unknown"))?;
+                return Ok(Caller { app, user_id: info.user_id, token_scope: Some(info.scope) });
+            }
+            if sig_header::is_header_style(auth) {
+                let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+                let v = self.verifier().verify_header(auth, method.as_str(), path_and_query, body, lookup, now).await.map_err(ApiError::from)?;
+                let app = snap.app(&v.app_key).cloned().ok_or_else(|| refuse(Code::Unauthenticated, "unknown app_key"))?;
+                return Ok(Caller { app, user_id: None, token_scope: None });
+            }
+            return Err(refuse(Code::Unauthenticated, "Authorization must be `Bearer <token>` or a PORTICO-* signature"));
+        }
+        if params.iter().any(|(k, _)| k == "sign") {
+            let refs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let v = self.verifier().verify_params(*method == Method::GET, &refs, lookup, now).await.map_err(ApiError::from)?;
+            let app = snap.app(&v.app_key).cloned().ok_or_else(|| refuse(Code::Unauthenticated, "unknown app_key"))?;
+            // `session` carries an end user's access token, as on Taobao.
+            let user_id = match params.iter().find(|(k, _)| k == "session").map(|(_, v)| v.as_str()) {
+                Some(s) => {
+                    let info = self.oauth().validate(s).await?.ok_or_else(|| refuse(Code::Unauthenticated, "the session token is invalid, expired or revoked"))?;
+                    if info.app_id != app.app_id {
+                        return Err(refuse(Code::Unauthenticated, "the session token belongs to another app"));
+                    }
+                    info.user_id
+                }
+                None => None,
+            };
+            return Ok(Caller { app, user_id, token_scope: None });
+        }
+        Err(refuse(Code::Unauthenticated, "authenticate with a bearer token or a signature"))
+    }
+
+    fn limit(&self, key: &str, rate: u64) -> Result<(u64, u64), ApiError> {
+        match self.limiter().check(key, rate) {
+            Decision::Allow { remaining } => Ok((rate, remaining)),
+            Decision::Deny { retry_after } => {
+                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                let mut e = refuse(Code::RateLimited, format!("rate limit of {rate}/s reached; retry in {secs} s"));
+                e.data = serde_json::json!({ "limit": rate, "retry_after_secs": secs });
+                e.retry_after_secs = Some(secs);
+                e.extra_headers = vec![("ratelimit-limit", rate.to_string()), ("ratelimit-remaining", "0".into()), ("ratelimit-reset", secs.to_string())];
+                Err(e)
+            }
+        }
+    }
+}
+
+/// `/order/create` (newest version) or `/order/create/v2` (that version).
+fn catalog_path(snap: &Snapshot, path: &str) -> Option<Arc<ApiEntry>> {
+    let trimmed = path.trim_matches('/');
+    if trimmed.is_empty() {
+        return None;
+    }
+    let (base, version) = match trimmed.rsplit_once('/') {
+        Some((b, last)) if last.starts_with('v') && last.len() > 1 && last[1..].bytes().all(|c| c.is_ascii_digit() || c == b'.') => (b, Some(&last[1..])),
+        _ => (trimmed, None),
+    };
+    let name = base.replace('/', ".");
+    snap.api(&name, version).cloned()
+}
+
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(name, "connection" | "keep-alive" | "proxy-authenticate" | "proxy-authorization" | "te" | "trailer" | "transfer-encoding" | "upgrade")
+}

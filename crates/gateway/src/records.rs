@@ -1,0 +1,88 @@
+//! Call records and business keys leave the request path through a bounded channel and
+//! are written in batches. A full channel drops the record and counts it: a slow
+//! database never slows a call.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use portico_store::{
+    calls::{self, BusinessKeyRecord, CallRecord},
+    Store,
+};
+use tokio::sync::mpsc;
+
+pub enum Record {
+    Call(CallRecord),
+    BusinessKey(BusinessKeyRecord),
+}
+
+#[derive(Clone)]
+pub struct Recorder {
+    queue: mpsc::Sender<Record>,
+    dropped: Arc<AtomicU64>,
+}
+
+const CAPACITY: usize = 65_536;
+const BATCH: usize = 1_000;
+
+impl Recorder {
+    /// Starts the batch writer; must be called inside a Tokio runtime.
+    pub fn start(store: Store) -> Recorder {
+        let (queue, mut rx) = mpsc::channel::<Record>(CAPACITY);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(BATCH);
+            loop {
+                let n = rx.recv_many(&mut batch, BATCH).await;
+                if n == 0 {
+                    return;
+                }
+                // Let a short burst accumulate into one transaction.
+                if batch.len() < BATCH {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    while batch.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(r) => batch.push(r),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                let result = async {
+                    let mut tx = store.begin().await?;
+                    for r in &batch {
+                        match r {
+                            Record::Call(c) => calls::insert_call(&mut tx, c).await?,
+                            Record::BusinessKey(k) => calls::insert_business_key(&mut tx, k).await?,
+                        }
+                    }
+                    portico_store::commit(tx).await
+                }
+                .await;
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, records = batch.len(), "could not write call records; dropped");
+                }
+                batch.clear();
+            }
+        });
+        Recorder { queue, dropped: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// Queues a record without ever waiting.
+    pub fn record(&self, r: Record) {
+        if self.queue.try_send(r).is_err() {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(dropped = n, "call record channel full; records dropped");
+            }
+        }
+    }
+
+    /// Records dropped because the channel was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
