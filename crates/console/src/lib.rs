@@ -6,6 +6,7 @@
 //! both call it, so a rule enforced here holds on every route.
 
 pub mod api;
+pub mod analytics;
 pub mod apps;
 pub mod audit;
 pub mod catalog;

@@ -7,7 +7,6 @@
 //! announcements apply at once, and changes made by other instances are picked up by
 //! polling the shared database every half second.
 
-pub mod identity;
 pub mod limiter;
 pub mod pipeline;
 pub mod records;

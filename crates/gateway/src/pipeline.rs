@@ -18,8 +18,9 @@ use portico_signing::header as sig_header;
 use portico_store::calls::{BusinessKeyRecord, CallRecord};
 use serde_json::Value;
 
+use portico_signing::identity::{Identity, PREFIX};
+
 use crate::{
-    identity::{Identity, PREFIX},
     limiter::Decision,
     records::Record,
     snapshot::{ApiEntry, AppEntry, Snapshot},

@@ -191,11 +191,14 @@ impl Snapshot {
 
     pub fn with_instances(&self, instances: Vec<InstanceRecord>) -> Snapshot {
         let mut services: HashMap<String, Vec<Arc<Instance>>> = HashMap::new();
+        // Weights divided by their greatest common divisor, so that round robin over
+        // weight units alternates (100 and 100 take turns, not a hundred calls each).
+        let divisor = instances.iter().map(|i| i.weight.clamp(1, 1000) as u32).fold(0, gcd).max(1);
         for i in instances {
             services.entry(i.service.clone()).or_default().push(Arc::new(Instance {
                 authority: format!("{}:{}", i.host, i.port),
                 base_path: i.base_path.trim_end_matches('/').to_string(),
-                weight: i.weight.clamp(1, 1000) as u32,
+                weight: i.weight.clamp(1, 1000) as u32 / divisor,
                 id: i.id,
             }));
         }
@@ -210,6 +213,10 @@ impl Snapshot {
             .collect();
         Snapshot { services: Arc::new(services), ..self.clone() }
     }
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 fn version_key(v: &str) -> Vec<u64> {

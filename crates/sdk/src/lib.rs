@@ -19,10 +19,20 @@
 //! assert!(authorization.starts_with("PORTICO-HMAC-SHA256 "));
 //! ```
 //!
+//! A service behind the gateway checks who is calling with [`Identity::verify`] and the
+//! key it shares with Portico (`gateway.identity_key`):
+//!
+//! ```
+//! # use portico_sdk::Identity;
+//! # let headers = std::collections::HashMap::<String, String>::new();
+//! let caller = Identity::verify(|name| headers.get(name).cloned(), b"the shared identity key");
+//! assert!(caller.is_none(), "no identity headers, no caller");
+//! ```
+//!
 //! The same code runs on the server (`portico-signing`), so what this SDK signs is what
 //! Portico checks, byte for byte.
 
-pub use portico_signing::{header::Scheme, params::canonical, SignMethod};
+pub use portico_signing::{header::Scheme, identity::Identity, params::canonical, SignMethod};
 use portico_signing::{header, params, Signer, Verifier};
 
 /// An app's key pair (sandbox or production).

@@ -6,11 +6,14 @@
 //! - **header style** (WeChat Pay v3 pattern): `Authorization: PORTICO-HMAC-SHA256 …` over
 //!   method, path, timestamp, nonce and body ([`header`]).
 //!
+//! It also holds the signed identity the gateway hands to services ([`identity`]).
+//!
 //! This crate is pure computation, no I/O: the server's verifier (freshness, replay,
 //! credential lookup) and the SDK's signer both build on it, so both sides compute the
 //! same bytes by construction.
 
 pub mod header;
+pub mod identity;
 pub mod params;
 pub mod timestamp;
 

@@ -6,6 +6,7 @@
 //! authenticated by cookie that change something must echo the `portico_csrf` cookie in
 //! an `x-csrf-token` header (double-submit), so another site cannot act for a browser.
 
+mod analytics;
 mod apps;
 mod auth;
 mod catalog;
@@ -44,6 +45,7 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
         (name = "apps", description = "Apps and credentials"),
         (name = "operators", description = "Platform operators and the audit log"),
         (name = "catalog", description = "API groups, APIs and grant requests"),
+        (name = "analytics", description = "Calls through the gateway and business keys"),
     )
 )]
 struct ApiDoc;
@@ -86,6 +88,7 @@ pub fn router(platform: Platform) -> (Router, utoipa::openapi::OpenApi) {
         .merge(apps::routes())
         .merge(operators::routes())
         .merge(catalog::routes())
+        .merge(analytics::routes())
         .split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     (router.with_state(platform), doc)

@@ -9,6 +9,7 @@ mod accounts;
 mod apps;
 mod bad_input;
 mod cli;
+mod gateway;
 mod merchants;
 mod oauth;
 mod program;

@@ -1,0 +1,370 @@
+//! The gateway end to end: a real upstream service on a loopback port registered in the
+//! registry, the catalog and grants set up through the management API, and calls made
+//! with a token and with every signature scheme through both routing styles.
+
+use std::{net::SocketAddr, time::Duration};
+
+use axum::{
+    extract::{Query, State},
+    http::HeaderMap,
+    routing::{get, post},
+    Json, Router,
+};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::TestApp;
+
+const IDENTITY_KEY: &str = "a shared identity key of 32+ characters";
+
+/// A stand-in business service: answers in the envelope on `GET /orders/get`, in plain
+/// JSON on `POST /orders/create`, and reports whether the gateway's identity verified.
+struct Upstream {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Upstream {
+    async fn start(name: &'static str) -> Upstream {
+        async fn who(headers: &HeaderMap) -> Value {
+            let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+            match portico_sdk::Identity::verify(get, IDENTITY_KEY.as_bytes()) {
+                Some(id) => json!({ "verified": true, "app_id": id.app_id, "merchant_id": id.merchant_id, "user_id": id.user_id,
+                                    "internal_user_id": id.internal_user_id, "scope": id.scope, "trace_id": id.trace_id }),
+                None => json!({ "verified": false }),
+            }
+        }
+        let app = Router::new()
+            .route(
+                "/orders/get",
+                get(|State(name): State<&'static str>, headers: HeaderMap, Query(q): Query<Vec<(String, String)>>| async move {
+                    Json(json!({ "code": 0, "msg": "OK", "data": { "order_id": "2012120112304512", "instance": name, "query": q, "caller": who(&headers).await } }))
+                }),
+            )
+            .route(
+                "/orders/create",
+                post(|State(name): State<&'static str>, headers: HeaderMap, body: String| async move {
+                    Json(json!({ "created": true, "instance": name, "body": body, "caller": who(&headers).await }))
+                }),
+            )
+            .with_state(name);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        Upstream { addr, stop: Some(stop) }
+    }
+
+    fn kill(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn register(app: &TestApp, upstream: &Upstream, id: &str) {
+    let res = app
+        .client
+        .post(format!("{}/registry/v1/instances", app.internal))
+        .json(&json!({ "id": id, "service": "order-svc", "host": "127.0.0.1", "port": upstream.addr.port(), "endpoints": ["/orders/get"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+}
+
+/// The catalog (group `orders`: `order.get` and `order.create` limited to 2/s), an
+/// active merchant with an app granted `orders` through a request and its approval.
+/// Returns (merchant, app id, production key, production secret, owner token).
+async fn setup(app: &TestApp) -> (String, String, String, String, String) {
+    let admin = app.admin().await;
+    app.call(Method::PUT, "/api/v1/catalog/groups/orders", Some(&admin), Some(json!({ "title": "Orders" })), StatusCode::OK).await;
+    for (name, method, path, extra) in [
+        ("order.get", "GET", "/orders/get", json!({ "business_key_pointer": "/data/order_id" })),
+        ("order.create", "POST", "/orders/create", json!({ "rate_limit_per_second": 2 })),
+    ] {
+        let mut body = json!({ "name": name, "version": "1.0", "group": "orders", "service": "order-svc", "upstream_path": path, "http_method": method });
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let v = app.post("/api/v1/catalog/apis", Some(&admin), body, StatusCode::CREATED).await;
+        let id = v["data"]["id"].as_str().unwrap().to_string();
+        app.post(&format!("/api/v1/catalog/apis/{id}/publish"), Some(&admin), json!({}), StatusCode::OK).await;
+    }
+    let (m, owner) = app.active_merchant("owner@shop.cn").await;
+    app.call(Method::PUT, &format!("/api/v1/merchants/{m}/internal-user"), Some(&admin), Some(json!({ "internal_user_id": "u-1001" })), StatusCode::OK).await;
+    let created = app.create_app(&m, &owner).await;
+    let app_id = created["app"]["id"].as_str().unwrap().to_string();
+    let key = created["secrets"][1]["app_key"].as_str().unwrap().to_string();
+    let secret = created["secrets"][1]["app_secret"].as_str().unwrap().to_string();
+    let r = app.post(&format!("/api/v1/merchants/{m}/apps/{app_id}/grant-requests"), Some(&owner), json!({ "group": "orders" }), StatusCode::CREATED).await;
+    let rid = r["data"]["id"].as_str().unwrap();
+    let queue = app.get("/api/v1/grant-requests?state=pending", &admin, StatusCode::OK).await;
+    assert!(queue["data"].as_array().unwrap().iter().any(|q| q["id"] == rid));
+    app.post(&format!("/api/v1/grant-requests/{rid}/approve"), Some(&admin), json!({}), StatusCode::OK).await;
+    (m, app_id, key, secret, owner)
+}
+
+/// An access token for the app, once the gateway's snapshot knows the app (changes are
+/// live within a second, not at once).
+async fn token(app: &TestApp, key: &str, secret: &str) -> String {
+    let v: Value = app.client.post(format!("{}/oauth2/token", app.public)).basic_auth(key, Some(secret)).form(&[("grant_type", "client_credentials")]).send().await.unwrap().json().await.unwrap();
+    let token = v["access_token"].as_str().unwrap_or_else(|| panic!("{v}")).to_string();
+    eventually("the gateway knowing the app", || async {
+        let res = app.client.get(format!("{}/api/order-svc/orders/get", app.public)).bearer_auth(&token).send().await.unwrap();
+        res.status() != StatusCode::UNAUTHORIZED
+    })
+    .await;
+    token
+}
+
+async fn json_of(res: reqwest::Response) -> (StatusCode, HeaderMap, Value) {
+    let status = res.status();
+    let headers = res.headers().clone();
+    let text = res.text().await.unwrap();
+    (status, headers, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")))
+}
+
+/// Configuration changes are live within a second, not at once: retries `f` until it
+/// returns true, for up to three seconds.
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..60 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not happen within three seconds");
+}
+
+fn now() -> i64 {
+    portico_core::time::now_ms() / 1000
+}
+
+engine_test! {
+    env [("PORTICO_GATEWAY__IDENTITY_KEY", IDENTITY_KEY)]
+    async fn calls_by_token_and_every_signature_through_both_routing_styles(app: &TestApp) {
+        let upstream = Upstream::start("one").await;
+        register(app, &upstream, "order-1").await;
+        let (m, app_id, key, secret, owner) = setup(app).await;
+        let bearer = token(app, &key, &secret).await;
+
+        // REST path with a bearer token: the upstream answered in the envelope, which
+        // passes through unchanged; the service saw a verified identity.
+        let (status, headers, v) = json_of(app.client.get(format!("{}/api/order-svc/orders/get?id=7", app.public)).bearer_auth(&bearer).send().await.unwrap()).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["code"], 0);
+        assert_eq!(v["msg"], "OK");
+        assert_eq!(v["data"]["order_id"], "2012120112304512");
+        let caller = &v["data"]["caller"];
+        assert_eq!(caller["verified"], true, "{v}");
+        assert_eq!(caller["app_id"], app_id.as_str());
+        assert_eq!(caller["merchant_id"], m.as_str());
+        assert_eq!(caller["internal_user_id"], "u-1001", "the internal user binding travels with the call");
+        assert_eq!(caller["trace_id"], headers["x-trace-id"].to_str().unwrap());
+        assert_eq!(v["data"]["query"], json!([["id", "7"]]));
+
+        // Catalog path, same API.
+        let (status, _, v) = json_of(app.client.get(format!("{}/order/get/v1.0", app.public)).bearer_auth(&bearer).send().await.unwrap()).await;
+        assert_eq!(status, 200, "{v}");
+
+        // The single entry with every parameter-style scheme.
+        let sdk = portico_sdk::Credentials::new(&key, &secret);
+        for method in [portico_sdk::SignMethod::Md5, portico_sdk::SignMethod::HmacSha256, portico_sdk::SignMethod::TopMd5, portico_sdk::SignMethod::TopHmac, portico_sdk::SignMethod::TopHmacSha256] {
+            let params = sdk.sign_params(method, &[("method", "order.get"), ("v", "1.0"), ("id", "9")], now(), None);
+            let (status, _, v) = json_of(app.client.get(format!("{}/router/rest", app.public)).query(&params).send().await.unwrap()).await;
+            assert_eq!(status, 200, "{method:?}: {v}");
+            assert_eq!(v["data"]["query"], json!([["id", "9"]]), "only business parameters reach the service");
+        }
+        // RSA2, with the app's key pair.
+        let private = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap();
+        let pem = { use rsa::pkcs8::EncodePublicKey; rsa::RsaPublicKey::from(&private).to_public_key_pem(rsa::pkcs8::LineEnding::LF).unwrap() };
+        app.call(Method::PATCH, &format!("/api/v1/merchants/{m}/apps/{app_id}"), Some(&owner), Some(json!({ "rsa_public_key": pem })), StatusCode::OK).await;
+        eventually("an rsa2 call with the uploaded key", || async {
+            let params = portico_sdk::sign_params_rsa2(&key, &private, &[("method", "order.get"), ("v", "1.0")], now(), None);
+            app.client.get(format!("{}/router/rest", app.public)).query(&params).send().await.unwrap().status() == 200
+        })
+        .await;
+
+        // POST through the single entry: the nonce is required, biz_content is the body.
+        let params = sdk.sign_params(portico_sdk::SignMethod::HmacSha256, &[("method", "order.create"), ("v", "1.0"), ("biz_content", r#"{"sku":"hoodie"}"#)], now(), Some(&portico_sdk::nonce()));
+        let (status, _, v) = json_of(app.client.post(format!("{}/router/rest", app.public)).form(&params).send().await.unwrap()).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["data"]["body"], r#"{"sku":"hoodie"}"#, "a plain upstream answer is wrapped in the envelope");
+        assert_eq!(v["data"]["created"], true);
+        assert!(v["trace_id"].is_string());
+
+        // Header style on a REST path with a JSON body.
+        let body = br#"{"sku":"socks"}"#;
+        let auth = sdk.authorization("POST", "/api/order-svc/orders/create", body, now(), &portico_sdk::nonce());
+        let (status, _, v) = json_of(app.client.post(format!("{}/api/order-svc/orders/create", app.public)).header("authorization", auth.clone()).header("content-type", "application/json").body(body.to_vec()).send().await.unwrap()).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["data"]["caller"]["verified"], true);
+        // The same signed request again is a replay.
+        let (status, _, v) = json_of(app.client.post(format!("{}/api/order-svc/orders/create", app.public)).header("authorization", auth).header("content-type", "application/json").body(body.to_vec()).send().await.unwrap()).await;
+        assert_eq!((status, v["code"].as_u64()), (StatusCode::UNAUTHORIZED, Some(21006)), "{v}");
+
+        // Forged identity headers from the client never reach the service.
+        let (_, _, v) = json_of(app.client.get(format!("{}/api/order-svc/orders/get", app.public)).bearer_auth(&bearer).header("x-portico-merchant-id", "mch_forged").send().await.unwrap()).await;
+        assert_eq!(v["data"]["caller"]["merchant_id"], m.as_str());
+    }
+}
+
+engine_test! {
+    env [("PORTICO_GATEWAY__IDENTITY_KEY", IDENTITY_KEY)]
+    async fn refusals_have_their_codes(app: &TestApp) {
+        let upstream = Upstream::start("one").await;
+        register(app, &upstream, "order-1").await;
+        let (m, app_id, key, secret, owner) = setup(app).await;
+        let bearer = token(app, &key, &secret).await;
+        let get = |path: &str, token: Option<&str>| {
+            let mut req = app.client.get(format!("{}{path}", app.public));
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            async move { json_of(req.send().await.unwrap()).await }
+        };
+        let code = |r: &(StatusCode, HeaderMap, Value)| (r.0, r.2["code"].as_u64().unwrap_or(0));
+        assert_eq!(code(&get("/api/order-svc/orders/nope", Some(&bearer)).await), (StatusCode::NOT_FOUND, 40001));
+        assert_eq!(code(&get("/router/rest?method=order.nope", Some(&bearer)).await), (StatusCode::NOT_FOUND, 40001));
+        assert_eq!(code(&get("/api/order-svc/orders/get", None).await), (StatusCode::UNAUTHORIZED, 20001));
+        assert_eq!(code(&get("/api/order-svc/orders/get", Some("pat_forged")).await), (StatusCode::UNAUTHORIZED, 20001));
+        // A signature made with the wrong secret: production does not echo the canonical string.
+        let bad = portico_sdk::Credentials::new(&key, "sk_live_wrong").sign_params(portico_sdk::SignMethod::HmacSha256, &[("method", "order.get"), ("v", "1.0")], now(), None);
+        let r = json_of(app.client.get(format!("{}/router/rest", app.public)).query(&bad).send().await.unwrap()).await;
+        assert_eq!(code(&r), (StatusCode::UNAUTHORIZED, 21004));
+        assert!(r.2["data"].get("canonical").is_none());
+
+        // An app without the grant.
+        let other = app.create_app(&m, &owner).await;
+        let other_token = token(app, other["secrets"][1]["app_key"].as_str().unwrap(), other["secrets"][1]["app_secret"].as_str().unwrap()).await;
+        eventually("the new app refused for want of a grant", || async { code(&get("/api/order-svc/orders/get", Some(&other_token)).await) == (StatusCode::FORBIDDEN, 40002) }).await;
+
+        // Rate limit on order.create: 2/s, a burst of 2.
+        let mut statuses = vec![];
+        for _ in 0..4 {
+            let res = app.client.post(format!("{}/api/order-svc/orders/create", app.public)).bearer_auth(&bearer).json(&json!({})).send().await.unwrap();
+            statuses.push((res.status(), res.headers().get("retry-after").is_some(), res.headers().get("ratelimit-limit").map(|v| v.to_str().unwrap().to_string())));
+        }
+        assert_eq!(statuses[0].0, 200);
+        assert!(statuses.iter().any(|s| s.0 == StatusCode::TOO_MANY_REQUESTS && s.1 && s.2.as_deref() == Some("2")), "{statuses:?}");
+
+        // IP allowlist, live without restart.
+        app.call(Method::PATCH, &format!("/api/v1/merchants/{m}/apps/{app_id}"), Some(&owner), Some(json!({ "ip_allowlist": ["10.0.0.0/8"] })), StatusCode::OK).await;
+        eventually("the allowlist refusing loopback", || async { code(&get("/api/order-svc/orders/get", Some(&bearer)).await) == (StatusCode::FORBIDDEN, 40004) }).await;
+        app.call(Method::PATCH, &format!("/api/v1/merchants/{m}/apps/{app_id}"), Some(&owner), Some(json!({ "ip_allowlist": [] })), StatusCode::OK).await;
+        eventually("the allowlist lifted", || async { code(&get("/api/order-svc/orders/get", Some(&bearer)).await) == (StatusCode::OK, 0) }).await;
+        // A disabled app stops, without a restart.
+        app.post(&format!("/api/v1/merchants/{m}/apps/{app_id}/disable"), Some(&owner), json!({}), StatusCode::OK).await;
+        eventually("the disabled app refused", || async { code(&get("/api/order-svc/orders/get", Some(&bearer)).await) == (StatusCode::FORBIDDEN, 21003) }).await;
+        app.post(&format!("/api/v1/merchants/{m}/apps/{app_id}/enable"), Some(&owner), json!({}), StatusCode::OK).await;
+        eventually("the app enabled again", || async { code(&get("/api/order-svc/orders/get", Some(&bearer)).await).0 == StatusCode::OK }).await;
+
+        // An upstream that is gone: an envelope, not a hang or a 500.
+        let mut upstream = upstream;
+        upstream.kill();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(code(&get("/api/order-svc/orders/get", Some(&bearer)).await), (StatusCode::SERVICE_UNAVAILABLE, 41001));
+    }
+}
+
+engine_test! {
+    env [("PORTICO_GATEWAY__IDENTITY_KEY", IDENTITY_KEY)]
+    async fn balanced_across_instances_and_survives_one_dying(app: &TestApp) {
+        let mut one = Upstream::start("one").await;
+        let two = Upstream::start("two").await;
+        register(app, &one, "order-1").await;
+        register(app, &two, "order-2").await;
+        let (_m, _app_id, key, secret, _owner) = setup(app).await;
+        let bearer = token(app, &key, &secret).await;
+        let mut seen = std::collections::HashMap::new();
+        for _ in 0..20 {
+            let (status, _, v) = json_of(app.client.get(format!("{}/api/order-svc/orders/get", app.public)).bearer_auth(&bearer).send().await.unwrap()).await;
+            assert_eq!(status, 200);
+            *seen.entry(v["data"]["instance"].as_str().unwrap().to_string()).or_insert(0) += 1;
+        }
+        assert_eq!(seen.get("one"), Some(&10), "{seen:?}");
+        assert_eq!(seen.get("two"), Some(&10), "{seen:?}");
+        one.kill();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for _ in 0..10 {
+            let (status, _, v) = json_of(app.client.get(format!("{}/api/order-svc/orders/get", app.public)).bearer_auth(&bearer).send().await.unwrap()).await;
+            assert_eq!(status, 200, "{v}");
+            assert_eq!(v["data"]["instance"], "two");
+        }
+        // Deregistration takes an instance out at once.
+        let res = app.client.delete(format!("{}/registry/v1/instances/order-2", app.internal)).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let (status, _, v) = json_of(app.client.get(format!("{}/api/order-svc/orders/get", app.public)).bearer_auth(&bearer).send().await.unwrap()).await;
+        assert_eq!((status, v["code"].as_u64()), (StatusCode::SERVICE_UNAVAILABLE, Some(41001)));
+    }
+}
+
+engine_test! {
+    env [("PORTICO_GATEWAY__IDENTITY_KEY", IDENTITY_KEY)]
+    async fn calls_and_business_keys_are_recorded(app: &TestApp) {
+        let upstream = Upstream::start("one").await;
+        register(app, &upstream, "order-1").await;
+        let (m, _app_id, key, secret, owner) = setup(app).await;
+        let bearer = token(app, &key, &secret).await;
+        let res = app.client.get(format!("{}/api/order-svc/orders/get", app.public)).bearer_auth(&bearer).send().await.unwrap();
+        let trace = res.headers()["x-trace-id"].to_str().unwrap().to_string();
+        assert_eq!(res.status(), 200);
+        // Records are written in batches off the request path: wait for them.
+        let mut found = Value::Null;
+        for _ in 0..50 {
+            let v = app.get(&format!("/api/v1/merchants/{m}/calls?trace_id={trace}"), &owner, StatusCode::OK).await;
+            if let Some(c) = v["data"]["items"].as_array().and_then(|a| a.first()) {
+                found = c.clone();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(found["api"], "order.get@1.0", "{found}");
+        assert_eq!(found["status"], 200);
+        assert!(found["latency_us"].as_i64().unwrap() > 0);
+        let keys = app.get(&format!("/api/v1/merchants/{m}/business-keys?api=order.get@1.0"), &owner, StatusCode::OK).await;
+        assert_eq!(keys["data"]["items"][0]["business_key"], "2012120112304512", "{keys}");
+        assert_eq!(keys["data"]["items"][0]["trace_id"], trace.as_str());
+        // Another merchant sees none of it.
+        let (_other, other_owner) = app.active_merchant("other@shop.cn").await;
+        app.get(&format!("/api/v1/merchants/{m}/calls"), &other_owner, StatusCode::NOT_FOUND).await;
+    }
+}
+
+engine_test! {
+    env [("PORTICO_GATEWAY__IDENTITY_KEY", IDENTITY_KEY)]
+    async fn changes_reach_another_instance_within_a_second(app: &TestApp) {
+        let upstream = Upstream::start("one").await;
+        register(app, &upstream, "order-1").await;
+        let (m, app_id, key, secret, owner) = setup(app).await;
+        let peer = app.spawn_peer(&[("PORTICO_GATEWAY__IDENTITY_KEY", IDENTITY_KEY)]).await;
+        let bearer = token(app, &key, &secret).await;
+        let call = |base: String| {
+            let req = app.client.get(format!("{base}/api/order-svc/orders/get")).bearer_auth(&bearer);
+            async move { req.send().await.unwrap().status() }
+        };
+        assert_eq!(call(peer.public.clone()).await, 200, "the peer loaded the configuration at start");
+        app.post(&format!("/api/v1/merchants/{m}/apps/{app_id}/disable"), Some(&owner), json!({}), StatusCode::OK).await;
+        let mut refused = false;
+        for _ in 0..40 {
+            if call(peer.public.clone()).await == StatusCode::FORBIDDEN {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(refused, "the peer never saw the app disabled");
+        peer.stop().await;
+    }
+}
