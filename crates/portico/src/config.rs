@@ -179,7 +179,7 @@ impl Config {
             let key = ENV_ALIASES.iter().find(|(a, _)| *a == lower).map(|(_, k)| k.to_string()).unwrap_or_else(|| lower.replace("__", "."));
             if let Some(default) = known.get(&key) {
                 env_values.push((key, typed_like(default, value)));
-            } else if !lower.starts_with("test_") {
+            } else if !lower.starts_with("test_") && lower != "worker_threads" && lower != "config" && lower != "data_dir" && lower != "database_url" {
                 warnings.push(format!("ignoring unknown environment variable {name}"));
             }
         }

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Portico's gateway against an nginx reverse proxy on the same machine, same backend
+# (shared/bench/proxy-baseline.sh: a fixed JSON backend on :9101 and nginx proxy_pass on
+# :9001 with NGINX_WORKERS workers), same number of Portico worker threads.
+#
+#   bench/gateway.sh                 # 1 nginx worker vs 1 Portico worker thread
+#   WORKERS=2 bench/gateway.sh
+#
+# Portico runs the full pipeline: route, token (or signature) authentication, app and
+# merchant checks, IP allowlist, grant check, rate limit (a limit far above the load, so
+# every call is counted but none refused), forwarding, envelope check, call record.
+# Ends with `portico/nginx throughput ratio: X` (median of paired wrk runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+WORKERS=${WORKERS:-1}
+ROUNDS=${ROUNDS:-3}
+command -v wrk >/dev/null && command -v nginx >/dev/null || apt-get install -y nginx wrk >/dev/null
+# The reference harness lives in shared/bench beside the checkout.
+baseline="$root/../shared/bench/proxy-baseline.sh"
+pair="$root/../shared/bench/wrk-pair.sh"
+[[ -f $baseline && -f $pair ]] || { echo "needs ../shared/bench (proxy-baseline.sh, wrk-pair.sh) beside the checkout"; exit 1; }
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/portico-target}"
+cargo build --release -p portico >/dev/null
+bin="$CARGO_TARGET_DIR/release/portico"
+work=$(mktemp -d)
+cleanup() {
+  kill "$(cat "$work/pid" 2>/dev/null)" 2>/dev/null || true
+  NGINX_WORKERS=$WORKERS bash "$baseline" stop "$work/nginx" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+NGINX_WORKERS=$WORKERS bash "$baseline" start "$work/nginx" >/dev/null
+
+export PORTICO_DATA_DIR="$work/data" PORTICO_ADMIN_EMAIL=admin@bench.test PORTICO_ADMIN_PASSWORD="bench password 1" PORTICO_LOG__LEVEL=warn
+export PORTICO_PUBLIC__ADDR=127.0.0.1:18080 PORTICO_CONSOLE__ADDR=127.0.0.1:18081 PORTICO_INTERNAL__ADDR=127.0.0.1:18082
+export PORTICO_WORKER_THREADS=$WORKERS PORTICO_GATEWAY__APP_RATE_LIMIT_PER_SECOND=10000000
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+m=$("$bin" merchant create --email bench@shop.cn --password "bench password 1" --name Bench -o json | json 'd["merchant"]["id"]')
+"$bin" merchant documents "$m" --company-name "Bench Ltd" --licence-number 91330100MA27XXXX1Q --contact-name Bench \
+  --contact-phone 13800138000 --description bench -o json >/dev/null
+"$bin" merchant submit "$m" -o json >/dev/null
+"$bin" merchant approve "$m" -o json >/dev/null
+read -r app key secret < <("$bin" app create --merchant "$m" --name Bench -o json |
+  json '" ".join([d["app"]["id"]] + [[x["app_key"], x["app_secret"]] for x in d["secrets"] if x["environment"]=="production"][0])')
+"$bin" serve >"$work/serve.log" 2>&1 &
+echo $! >"$work/pid"
+for _ in $(seq 100); do curl -fs http://127.0.0.1:18081/healthz >/dev/null && break; sleep 0.1; done
+admin=$(curl -fs http://127.0.0.1:18081/api/v1/auth/token -H 'content-type: application/json' \
+  -d '{"email":"admin@bench.test","password":"bench password 1"}' | json 'd["data"]["access_token"]')
+api() { curl -fs -X "$1" "http://127.0.0.1:18081$2" -H "authorization: Bearer $admin" -H 'content-type: application/json' ${3:+-d "$3"}; }
+api PUT /api/v1/catalog/groups/bench '{"title":"Bench"}' >/dev/null
+api_id=$(api POST /api/v1/catalog/apis '{"name":"bench.order","version":"1.0","group":"bench","service":"bench","upstream_path":"/order","http_method":"GET"}' | json 'd["data"]["id"]')
+api POST "/api/v1/catalog/apis/$api_id/publish" >/dev/null
+api PUT "/api/v1/merchants/$m/apps/$app/scopes/bench" >/dev/null
+curl -fs http://127.0.0.1:18082/registry/v1/instances -H 'content-type: application/json' \
+  -d '{"service":"bench","host":"127.0.0.1","port":9101}' >/dev/null
+token=$(curl -fs -X POST -u "$key:$secret" -d grant_type=client_credentials http://127.0.0.1:18080/oauth2/token | json 'd["access_token"]')
+sleep 1
+curl -fs -H "authorization: Bearer $token" http://127.0.0.1:18080/api/bench/order >/dev/null || { echo "the gateway did not answer"; cat "$work/serve.log"; exit 1; }
+
+echo "== token authentication: Portico (A) vs nginx (B), $WORKERS worker(s)"
+out=$(bash "$pair" http://127.0.0.1:18080/api/bench/order http://127.0.0.1:9001/order "$ROUNDS" -- -H "Authorization: Bearer $token")
+echo "$out"
+ratio=$(awk '/median ratio/ {print $NF}' <<<"$out")
+
+echo "== HMAC-signed requests (parameter style, /router/rest): Portico (A) vs nginx (B)"
+ts=$(date +%s)
+sig=$("$bin" sign -o json --method hmac-sha256 --secret "$secret" app_key="$key" method=bench.order v=1.0 timestamp="$ts" sign_method=hmac-sha256 | json 'd["signature"]')
+signed="http://127.0.0.1:18080/router/rest?app_key=$key&method=bench.order&v=1.0&timestamp=$ts&sign_method=hmac-sha256&sign=$sig"
+curl -fs "$signed" >/dev/null || { echo "signed call failed"; curl -s "$signed"; exit 1; }
+bash "$pair" "$signed" http://127.0.0.1:9001/order "$ROUNDS"
+echo "portico/nginx throughput ratio: $ratio"
