@@ -25,15 +25,34 @@ pub fn random_token(prefix: &str, bytes: usize) -> String {
     rand::thread_rng().fill_bytes(&mut buf);
     let mut out = String::with_capacity(prefix.len() + bytes * 2);
     out.push_str(prefix);
-    for b in buf {
-        out.push_str(&format!("{b:02x}"));
-    }
+    push_hex(&mut out, &buf);
     out
+}
+
+/// Lower-case hex of `bytes`, in one allocation.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
+    out
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 0xf) as usize] as char);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_encodes() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(random_token("p_", 4).len(), 2 + 8);
+    }
 
     #[test]
     fn ids_made_together_still_sort_in_order() {

@@ -20,7 +20,7 @@ pub fn current() -> Option<String> {
 pub fn new_trace_id() -> String {
     let mut b = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    crate::id::hex(&b)
 }
 
 fn accept_incoming(v: &HeaderValue) -> Option<String> {

@@ -76,6 +76,16 @@ pub async fn handle(State(gw): State<Gateway>, ConnectInfo(peer): ConnectInfo<So
     response
 }
 
+/// The top level of an answer already in the envelope: a numeric `code` and a string
+/// `msg`; everything else (`data` above all) is skipped without being built.
+#[derive(serde::Deserialize)]
+struct EnvelopeProbe<'a> {
+    code: u64,
+    #[allow(dead_code)]
+    #[serde(borrow)]
+    msg: std::borrow::Cow<'a, str>,
+}
+
 /// What the record of a call needs to know, filled in as the pipeline learns it.
 struct Call {
     app: Option<Arc<AppEntry>>,
@@ -230,20 +240,25 @@ impl Gateway {
             Ok(c) => c.to_bytes(),
             Err(_) => return Err(refuse(Code::UpstreamError, format!("{} sent an unreadable or oversized response", api.service))),
         };
-        let json: Option<Value> = serde_json::from_slice(&upstream_body).ok();
-        let is_envelope = json.as_ref().is_some_and(|v| v.get("code").is_some_and(Value::is_number) && v.get("msg").is_some_and(Value::is_string));
+        // Only a probe of the top level: is it already the envelope? The body is parsed
+        // into a full document only when it must be wrapped or a business key read.
+        let probe: Option<EnvelopeProbe> = serde_json::from_slice(&upstream_body).ok();
+        let is_envelope = probe.is_some();
         let (status, body, code, doc) = if is_envelope {
-            let code = json.as_ref().and_then(|v| v["code"].as_u64()).unwrap_or(0);
-            (parts.status, upstream_body, code, json)
-        } else if parts.status.is_success() {
-            let data = json.unwrap_or_else(|| Value::String(String::from_utf8_lossy(&upstream_body).into_owned()));
-            let doc = serde_json::json!({ "code": 0, "msg": "ok", "data": data, "trace_id": trace_id });
-            (parts.status, Bytes::from(doc.to_string()), 0, Some(doc))
+            let code = probe.map(|p| p.code).unwrap_or(0);
+            let doc = if api.business_key.is_some() { serde_json::from_slice(&upstream_body).ok() } else { None };
+            (parts.status, upstream_body, code, doc)
         } else {
+            let json: Option<Value> = serde_json::from_slice(&upstream_body).ok();
             let data = json.unwrap_or_else(|| Value::String(String::from_utf8_lossy(&upstream_body).into_owned()));
-            let msg = format!("{} answered {}", api.service, parts.status);
-            let doc = serde_json::json!({ "code": Code::UpstreamError.as_u32(), "msg": msg, "data": data, "trace_id": trace_id });
-            (StatusCode::BAD_GATEWAY, Bytes::from(doc.to_string()), Code::UpstreamError.as_u32() as u64, Some(doc))
+            if parts.status.is_success() {
+                let doc = serde_json::json!({ "code": 0, "msg": "ok", "data": data, "trace_id": trace_id });
+                (parts.status, Bytes::from(doc.to_string()), 0, Some(doc))
+            } else {
+                let msg = format!("{} answered {}", api.service, parts.status);
+                let doc = serde_json::json!({ "code": Code::UpstreamError.as_u32(), "msg": msg, "data": data, "trace_id": trace_id });
+                (StatusCode::BAD_GATEWAY, Bytes::from(doc.to_string()), Code::UpstreamError.as_u32() as u64, Some(doc))
+            }
         };
 
         // Data closure: the business key the API names in its response.

@@ -53,17 +53,19 @@ impl Recorder {
                 }
                 let result = async {
                     let mut tx = store.begin().await?;
-                    for r in &batch {
+                    let mut call_rows = Vec::with_capacity(batch.len());
+                    for r in batch.drain(..) {
                         match r {
-                            Record::Call(c) => calls::insert_call(&mut tx, c).await?,
-                            Record::BusinessKey(k) => calls::insert_business_key(&mut tx, k).await?,
+                            Record::Call(c) => call_rows.push(c),
+                            Record::BusinessKey(k) => calls::insert_business_key(&mut tx, &k).await?,
                         }
                     }
+                    calls::insert_calls(&mut tx, &call_rows).await?;
                     portico_store::commit(tx).await
                 }
                 .await;
                 if let Err(e) = result {
-                    tracing::warn!(error = %e, records = batch.len(), "could not write call records; dropped");
+                    tracing::warn!(error = %e, "could not write a batch of call records; dropped");
                 }
                 batch.clear();
             }

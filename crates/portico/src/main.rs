@@ -4,6 +4,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// mimalloc: the gateway allocates per call, and glibc's allocator showed up as a tenth of
+// the profile under load (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = portico::cli::Cli::parse();
     // PORTICO_WORKER_THREADS sets the async worker threads (default: one per core), so a

@@ -33,26 +33,46 @@ pub struct BusinessKeyRecord {
     pub at: i64,
 }
 
-pub async fn insert_call(conn: &mut AnyConnection, c: &CallRecord) -> Result<(), Error> {
-    sqlx::query(
-        "INSERT INTO api_calls (id, at, trace_id, merchant_id, app_id, api, status, code, latency_us, bytes_in, bytes_out, client_ip) \
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
-    )
-    .bind(&c.id)
-    .bind(c.at)
-    .bind(&c.trace_id)
-    .bind(&c.merchant_id)
-    .bind(&c.app_id)
-    .bind(&c.api)
-    .bind(c.status)
-    .bind(c.code)
-    .bind(c.latency_us)
-    .bind(c.bytes_in)
-    .bind(c.bytes_out)
-    .bind(&c.client_ip)
-    .execute(conn)
-    .await
-    .db()?;
+/// Inserts many calls with multi-row statements (50 rows each): the gateway's records
+/// arrive by the thousand, and one statement per row would cost a core.
+pub async fn insert_calls(conn: &mut AnyConnection, calls: &[CallRecord]) -> Result<(), Error> {
+    const COLUMNS: usize = 12;
+    for chunk in calls.chunks(50) {
+        let mut sql = String::from(
+            "INSERT INTO api_calls (id, at, trace_id, merchant_id, app_id, api, status, code, latency_us, bytes_in, bytes_out, client_ip) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push('(');
+            for c in 0..COLUMNS {
+                if c > 0 {
+                    sql.push(',');
+                }
+                sql.push('$');
+                sql.push_str(&(i * COLUMNS + c + 1).to_string());
+            }
+            sql.push(')');
+        }
+        let mut q = sqlx::query(&sql);
+        for c in chunk {
+            q = q
+                .bind(&c.id)
+                .bind(c.at)
+                .bind(&c.trace_id)
+                .bind(&c.merchant_id)
+                .bind(&c.app_id)
+                .bind(&c.api)
+                .bind(c.status)
+                .bind(c.code)
+                .bind(c.latency_us)
+                .bind(c.bytes_in)
+                .bind(c.bytes_out)
+                .bind(&c.client_ip);
+        }
+        q.execute(&mut *conn).await.db()?;
+    }
     Ok(())
 }
 
