@@ -28,7 +28,11 @@ pub struct Recorder {
 }
 
 const CAPACITY: usize = 65_536;
-const BATCH: usize = 1_000;
+/// Rows per transaction at most. Large batches written a few times a second cost far
+/// less than many small ones: index pages dirtied by one row are reused by the next.
+const BATCH: usize = 20_000;
+/// How long a batch may gather before it is written.
+const GATHER: Duration = Duration::from_millis(250);
 
 impl Recorder {
     /// Starts the batch writer; must be called inside a Tokio runtime.
@@ -41,9 +45,9 @@ impl Recorder {
                 if n == 0 {
                     return;
                 }
-                // Let a short burst accumulate into one transaction.
+                // Let the records of the next moments join this transaction.
                 if batch.len() < BATCH {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(GATHER).await;
                     while batch.len() < BATCH {
                         match rx.try_recv() {
                             Ok(r) => batch.push(r),

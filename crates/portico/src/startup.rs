@@ -6,7 +6,7 @@ use std::{future::Future, net::SocketAddr, path::Path, time::Duration};
 
 use anyhow::{bail, Context};
 use axum::{
-    extract::{DefaultBodyLimit, Request, State},
+    extract::{DefaultBodyLimit, Request},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
@@ -115,7 +115,9 @@ impl App {
 
         let mut servers = tokio::task::JoinSet::new();
         for (name, listener, router) in [("public", public, public_router), ("console", console, console_router), ("internal", internal, internal_router)] {
-            let app = with_common_layers(router, &platform, &config);
+            // The gateway serves from its snapshot without the database, so the public
+            // listener stays ready (degraded) when the database is gone.
+            let app = with_common_layers(router, &platform, &config, name == "public");
             let mut stop = stop_rx.clone();
             servers.spawn(async move {
                 let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
@@ -209,11 +211,12 @@ fn write_owner_only(path: &Path, contents: &str) -> anyhow::Result<()> {
 
 /// Health probes, envelopes for unknown routes and methods, body limits, timeouts,
 /// panics turned into 500 envelopes, and the trace id: the same on every listener.
-fn with_common_layers(router: Router, platform: &Platform, config: &Config) -> Router {
+fn with_common_layers(router: Router, platform: &Platform, config: &Config, serves_without_database: bool) -> Router {
     let timeout = Duration::from_secs(config.http.request_timeout_secs);
+    let ready_platform = platform.clone();
     router
         .route("/healthz", get(|| async { Success(serde_json::json!({ "status": "alive" })) }))
-        .route("/readyz", get(readyz).with_state(platform.clone()))
+        .route("/readyz", get(move || readyz(ready_platform.clone(), serves_without_database)))
         .method_not_allowed_fallback(envelope::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.http.max_body_bytes))
         .layer(CatchPanicLayer::custom(envelope::panic_response))
@@ -226,9 +229,12 @@ fn with_common_layers(router: Router, platform: &Platform, config: &Config) -> R
         .layer(middleware::from_fn(portico_core::trace::layer))
 }
 
-async fn readyz(State(platform): State<Platform>) -> Response {
+async fn readyz(platform: Platform, serves_without_database: bool) -> Response {
     if platform.store().ping().await {
         Success(serde_json::json!({ "status": "ready", "database": "ok" })).into_response()
+    } else if serves_without_database {
+        Success(serde_json::json!({ "status": "degraded", "database": "unreachable", "gateway": "serving from its last configuration snapshot" }))
+            .into_response()
     } else {
         let mut e = ApiError::new(Code::Unavailable, "the database is unreachable");
         e.data = serde_json::json!({ "status": "not_ready", "database": "unreachable" });

@@ -42,6 +42,13 @@ impl Upstream {
                 }),
             )
             .route(
+                "/orders/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    Json(json!({ "late": true }))
+                }),
+            )
+            .route(
                 "/orders/create",
                 post(|State(name): State<&'static str>, headers: HeaderMap, body: String| async move {
                     Json(json!({ "created": true, "instance": name, "body": body, "caller": who(&headers).await }))
@@ -88,6 +95,7 @@ async fn setup(app: &TestApp) -> (String, String, String, String, String) {
     for (name, method, path, extra) in [
         ("order.get", "GET", "/orders/get", json!({ "business_key_pointer": "/data/order_id" })),
         ("order.create", "POST", "/orders/create", json!({ "rate_limit_per_second": 2 })),
+        ("order.slow", "GET", "/orders/slow", json!({ "timeout_ms": 300 })),
     ] {
         let mut body = json!({ "name": name, "version": "1.0", "group": "orders", "service": "order-svc", "upstream_path": path, "http_method": method });
         for (k, v) in extra.as_object().unwrap() {
@@ -270,6 +278,8 @@ engine_test! {
         app.post(&format!("/api/v1/merchants/{m}/apps/{app_id}/enable"), Some(&owner), json!({}), StatusCode::OK).await;
         eventually("the app enabled again", || async { code(&get("/api/order-svc/orders/get", Some(&bearer)).await).0 == StatusCode::OK }).await;
 
+        // An upstream that answers too late: an envelope after the API's timeout.
+        assert_eq!(code(&get("/api/order-svc/orders/slow", Some(&bearer)).await), (StatusCode::GATEWAY_TIMEOUT, 41002));
         // An upstream that is gone: an envelope, not a hang or a 500.
         let mut upstream = upstream;
         upstream.kill();
@@ -366,5 +376,23 @@ engine_test! {
         }
         assert!(refused, "the peer never saw the app disabled");
         peer.stop().await;
+    }
+}
+
+engine_test! {
+    env [("PORTICO_GATEWAY__IDENTITY_KEY", IDENTITY_KEY)]
+    async fn keeps_serving_from_its_snapshot_when_the_database_is_gone(app: &TestApp) {
+        let upstream = Upstream::start("one").await;
+        register(app, &upstream, "order-1").await;
+        let (_m, _app_id, key, secret, _owner) = setup(app).await;
+        let bearer = token(app, &key, &secret).await;
+        app.platform.store().close().await;
+        let res = app.client.get(format!("{}/api/order-svc/orders/get", app.public)).bearer_auth(&bearer).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+        // Signed calls too: their keys are in the snapshot.
+        let params = portico_sdk::Credentials::new(&key, &secret).sign_params(portico_sdk::SignMethod::HmacSha256, &[("method", "order.get"), ("v", "1.0")], now(), None);
+        let res = app.client.get(format!("{}/router/rest", app.public)).query(&params).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        drop(upstream);
     }
 }

@@ -80,6 +80,10 @@ engine_test! {
     async fn database_outage_gives_503_and_readyz_says_so(app: &TestApp) {
         let admin = app.admin().await;
         app.platform.store().close().await;
+        // The public listener's gateway serves from its snapshot: ready, degraded.
+        let v: Value = app.client.get(format!("{}/readyz", app.public)).send().await.unwrap().json().await.unwrap();
+        assert_eq!(v["data"]["status"], "degraded");
+        assert_eq!(v["data"]["database"], "unreachable");
         let res = app.client.get(format!("{}/readyz", app.console)).send().await.unwrap();
         assert_eq!(res.status(), 503);
         let v: Value = res.json().await.unwrap();
