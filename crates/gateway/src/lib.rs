@@ -58,16 +58,22 @@ struct Inner {
     verifier: RequestVerifier,
     client: upstream::HttpClient,
     health: upstream::Health,
-    limiter: limiter::RateLimiter,
+    limiter: limiter::Limits,
     recorder: records::Recorder,
 }
 
 impl Gateway {
     /// Loads the first snapshot and starts following changes. Inside a Tokio runtime.
     pub async fn start(platform: Platform, oauth: OAuth, settings: GatewaySettings) -> Result<Gateway, Error> {
-        let nonces = match &settings.redis_url {
-            Some(url) => NonceStore::redis(url).await?,
-            None => NonceStore::memory(settings.signature_window * 2),
+        // Cluster mode: nonces and rate limits shared through Redis.
+        let (nonces, limits) = match &settings.redis_url {
+            Some(url) => {
+                let nonces = NonceStore::redis(url).await?;
+                let NonceStore::Redis(conn) = &nonces else { unreachable!("asked for Redis") };
+                let limits = limiter::Limits::redis(conn.clone());
+                (nonces, limits)
+            }
+            None => (NonceStore::memory(settings.signature_window * 2), limiter::Limits::Memory(limiter::RateLimiter::new())),
         };
         let identity_key = settings.identity_key.clone().unwrap_or_else(|| platform.master_key().derive("gateway identity").to_vec());
         let gw = Gateway {
@@ -77,7 +83,7 @@ impl Gateway {
                 snapshot: ArcSwap::from_pointee(Snapshot::empty()),
                 client: upstream::client(),
                 health: upstream::Health::default(),
-                limiter: limiter::RateLimiter::new(),
+                limiter: limits,
                 identity_key,
                 platform,
                 oauth,
@@ -110,7 +116,7 @@ impl Gateway {
     pub(crate) fn health(&self) -> &upstream::Health {
         &self.inner.health
     }
-    pub(crate) fn limiter(&self) -> &limiter::RateLimiter {
+    pub(crate) fn limiter(&self) -> &limiter::Limits {
         &self.inner.limiter
     }
     pub fn recorder(&self) -> &records::Recorder {

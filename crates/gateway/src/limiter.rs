@@ -1,7 +1,7 @@
 //! Rate limits with GCRA (the generic cell rate algorithm): smooth, no fixed window that
 //! lets twice the rate through at a boundary. Each key keeps one number, its theoretical
-//! arrival time. In memory per instance; the same algorithm runs in Redis for cluster
-//! mode (a later change; see ARCHITECTURE.md).
+//! arrival time. In memory on one instance; in cluster mode the same algorithm runs as a
+//! Lua script in Redis on Redis's clock, so a limit is exact across instances.
 
 use std::{
     collections::HashMap,
@@ -11,6 +11,57 @@ use std::{
 };
 
 const SHARDS: usize = 64;
+
+/// Where limits are counted.
+pub enum Limits {
+    Memory(RateLimiter),
+    Redis { conn: redis::aio::ConnectionManager, script: redis::Script },
+}
+
+const GCRA_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local allow_at = tat - tolerance
+if now < allow_at then return {0, allow_at - now} end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], new_tat, 'PX', math.floor((new_tat - now) / 1000) + 1000)
+return {1, math.floor((now + tolerance + interval - new_tat) / interval)}
+"#;
+
+impl Limits {
+    pub fn redis(conn: redis::aio::ConnectionManager) -> Limits {
+        Limits::Redis { conn, script: redis::Script::new(GCRA_LUA) }
+    }
+
+    /// One request against `rate` per second with a burst of `rate`. When Redis cannot be
+    /// reached the call is allowed (and logged): a limiter outage must not take the
+    /// gateway down with it.
+    pub async fn check(&self, key: &str, rate: u64) -> Decision {
+        match self {
+            Limits::Memory(m) => m.check(key, rate),
+            Limits::Redis { conn, script } => {
+                let rate = rate.max(1);
+                let interval = 1_000_000 / rate;
+                let tolerance = interval * (rate - 1);
+                let mut conn = conn.clone();
+                let result: redis::RedisResult<(i64, i64)> =
+                    script.key(format!("portico:limit:{key}")).arg(interval).arg(tolerance).invoke_async(&mut conn).await;
+                match result {
+                    Ok((1, remaining)) => Decision::Allow { remaining: remaining.max(0) as u64 },
+                    Ok((_, wait_us)) => Decision::Deny { retry_after: Duration::from_micros(wait_us.max(0) as u64) },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "rate limit store unreachable; call allowed");
+                        Decision::Allow { remaining: 0 }
+                    }
+                }
+            }
+        }
+    }
+}
 
 pub struct RateLimiter {
     epoch: Instant,

@@ -173,10 +173,10 @@ impl Gateway {
         let mut limit_headers = None;
         let app_rate = self.settings().app_rate_limit_per_second;
         if app_rate > 0 {
-            limit_headers = Some(self.limit(&format!("app:{}", app.app_id), app_rate)?);
+            limit_headers = Some(self.limit(&format!("app:{}", app.app_id), app_rate).await?);
         }
         if let Some(rate) = api.rate_limit_per_second {
-            limit_headers = Some(self.limit(&format!("api:{}:{}", api.id, app.app_id), rate)?);
+            limit_headers = Some(self.limit(&format!("api:{}:{}", api.id, app.app_id), rate).await?);
         }
 
         // Forward.
@@ -359,8 +359,8 @@ impl Gateway {
         Err(refuse(Code::Unauthenticated, "authenticate with a bearer token or a signature"))
     }
 
-    fn limit(&self, key: &str, rate: u64) -> Result<(u64, u64), ApiError> {
-        match self.limiter().check(key, rate) {
+    async fn limit(&self, key: &str, rate: u64) -> Result<(u64, u64), ApiError> {
+        match self.limiter().check(key, rate).await {
             Decision::Allow { remaining } => Ok((rate, remaining)),
             Decision::Deny { retry_after } => {
                 let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
