@@ -374,20 +374,93 @@ impl Gateway {
     }
 }
 
-/// `/order/create` (newest version) or `/order/create/v2` (that version).
+/// `/order/create` (newest version) or `/order/create/v2` (that version). A last segment
+/// that looks like a version but names no version of the rest is read as part of the
+/// name (an API may be called `report.v2`).
 fn catalog_path(snap: &Snapshot, path: &str) -> Option<Arc<ApiEntry>> {
     let trimmed = path.trim_matches('/');
     if trimmed.is_empty() {
         return None;
     }
-    let (base, version) = match trimmed.rsplit_once('/') {
-        Some((b, last)) if last.starts_with('v') && last.len() > 1 && last[1..].bytes().all(|c| c.is_ascii_digit() || c == b'.') => (b, Some(&last[1..])),
-        _ => (trimmed, None),
-    };
-    let name = base.replace('/', ".");
-    snap.api(&name, version).cloned()
+    if let Some((base, last)) = trimmed.rsplit_once('/') {
+        if last.len() > 1 && last.starts_with('v') && last[1..].bytes().all(|c| c.is_ascii_digit() || c == b'.') {
+            if let Some(api) = snap.api(&base.replace('/', "."), Some(&last[1..])) {
+                return Some(api.clone());
+            }
+        }
+    }
+    snap.api(&trimmed.replace('/', "."), None).cloned()
 }
 
 fn is_hop_by_hop(name: &str) -> bool {
     matches!(name, "connection" | "keep-alive" | "proxy-authenticate" | "proxy-authorization" | "te" | "trailer" | "transfer-encoding" | "upgrade")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portico_store::catalog::ApiRecord;
+    use proptest::prelude::*;
+
+    fn api(name: &str, version: &str, state: &str) -> ApiRecord {
+        ApiRecord {
+            id: format!("api_{name}_{version}"),
+            name: name.into(),
+            version: version.into(),
+            group_name: "g".into(),
+            service: "svc".into(),
+            upstream_path: format!("/{}", name.replace('.', "/")),
+            http_method: "GET".into(),
+            description: String::new(),
+            request_schema: None,
+            response_schema: None,
+            timeout_ms: 1000,
+            rate_limit_per_second: None,
+            needs_user: 0,
+            business_key_pointer: None,
+            state: state.into(),
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn catalog_paths_pick_versions() {
+        let snap = Snapshot::empty().with_catalog(vec![
+            api("order.create_order", "1.0", "published"),
+            api("order.create_order", "2", "deprecated"),
+            api("order.create_order", "3", "draft"),
+            api("order.cancel", "1.0", "retired"),
+        ]);
+        assert_eq!(catalog_path(&snap, "/order/create_order").unwrap().version, "2", "the newest served version");
+        assert_eq!(catalog_path(&snap, "/order/create_order/v1.0").unwrap().version, "1.0");
+        assert!(catalog_path(&snap, "/order/create_order/v3").is_none(), "drafts are not served");
+        assert!(catalog_path(&snap, "/order/cancel").is_none(), "retired versions are not the newest");
+        assert!(catalog_path(&snap, "/order/cancel/v1.0").unwrap().retired, "but are found, to answer 410");
+        assert!(catalog_path(&snap, "/").is_none());
+        assert!(snap.api_by_upstream("svc", &Method::GET, "/order/create_order").is_some());
+    }
+
+    proptest! {
+        #[test]
+        fn routing_never_panics(path in "\\PC{0,80}") {
+            let snap = Snapshot::empty().with_catalog(vec![api("a.b", "1", "published")]);
+            let _ = catalog_path(&snap, &path);
+        }
+
+        #[test]
+        fn every_published_api_is_found_by_its_paths(
+            segments in proptest::collection::vec("[a-z][a-z0-9_]{0,6}", 2..4),
+            major in 1u32..20, minor in 0u32..10,
+        ) {
+            let name = segments.join(".");
+            let version = format!("{major}.{minor}");
+            let snap = Snapshot::empty().with_catalog(vec![api(&name, &version, "published")]);
+            let base = format!("/{}", segments.join("/"));
+            prop_assert_eq!(&catalog_path(&snap, &base).unwrap().name, &name);
+            prop_assert_eq!(&catalog_path(&snap, &format!("{base}/v{version}")).unwrap().version, &version);
+            let unknown = format!("{base}/v{}", major + 100);
+            prop_assert!(catalog_path(&snap, &unknown).is_none());
+        }
+    }
 }

@@ -32,6 +32,8 @@
 //! The same code runs on the server (`portico-signing`), so what this SDK signs is what
 //! Portico checks, byte for byte.
 
+pub mod registry;
+
 pub use portico_signing::{header::Scheme, identity::Identity, params::canonical, SignMethod};
 use portico_signing::{header, params, Signer, Verifier};
 

@@ -431,3 +431,27 @@ async fn a_rate_limit_holds_across_two_instances() {
         app.stop().await;
     }
 }
+
+engine_test! {
+    env [("PORTICO_GATEWAY__IDENTITY_KEY", IDENTITY_KEY)]
+    async fn services_register_themselves_with_the_sdk(app: &TestApp) {
+        let upstream = Upstream::start("one").await;
+        let registration = portico_sdk::registry::Registration::start(&app.internal, "order-svc", "127.0.0.1", upstream.addr.port()).await.unwrap();
+        let (_m, _app_id, key, secret, _owner) = setup(app).await;
+        let bearer = token(app, &key, &secret).await;
+        let listed: Value = app.client.get(format!("{}/registry/v1/instances", app.internal)).send().await.unwrap().json().await.unwrap();
+        assert!(listed["data"].as_array().unwrap().iter().any(|i| i["id"] == registration.id.as_str()));
+        let res = app.client.get(format!("{}/api/order-svc/orders/get", app.public)).bearer_auth(&bearer).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        // Deregistration on shutdown takes the instance out of rotation at once.
+        registration.stop().await.unwrap();
+        let (status, _, v) = json_of(app.client.get(format!("{}/api/order-svc/orders/get", app.public)).bearer_auth(&bearer).send().await.unwrap()).await;
+        assert_eq!((status, v["code"].as_u64()), (StatusCode::SERVICE_UNAVAILABLE, Some(41001)));
+        // Bad registrations are refused with the field named.
+        let res = app.client.post(format!("{}/registry/v1/instances", app.internal)).json(&json!({ "service": "Bad Name", "host": "127.0.0.1", "port": 1 })).send().await.unwrap();
+        assert_eq!(res.status(), 400);
+        assert_eq!(res.json::<Value>().await.unwrap()["data"]["field"], "service");
+        let res = app.client.put(format!("{}/registry/v1/instances/nope/heartbeat", app.internal)).send().await.unwrap();
+        assert_eq!(res.status(), 404);
+    }
+}
