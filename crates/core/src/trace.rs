@@ -23,10 +23,19 @@ pub fn new_trace_id() -> String {
     crate::id::hex(&b)
 }
 
+/// Whether a trace id brought by a client is kept: 8 to 64 letters, digits and dashes.
+pub fn acceptable(s: &str) -> bool {
+    s.len() >= 8 && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 fn accept_incoming(v: &HeaderValue) -> Option<String> {
     let s = v.to_str().ok()?;
-    (s.len() >= 8 && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
-        .then(|| s.to_string())
+    acceptable(s).then(|| s.to_string())
+}
+
+/// Runs `f` with `trace_id` as the current trace id (for listeners outside the router).
+pub async fn scope<F: std::future::Future>(trace_id: String, f: F) -> F::Output {
+    TRACE_ID.scope(trace_id, f).await
 }
 
 /// Middleware: assigns the trace id, opens the request's log span and logs its outcome.

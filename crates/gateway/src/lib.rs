@@ -11,6 +11,7 @@ pub mod limiter;
 pub mod pipeline;
 pub mod records;
 pub mod registry;
+mod server;
 pub mod snapshot;
 pub mod upstream;
 

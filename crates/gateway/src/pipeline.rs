@@ -31,20 +31,31 @@ use crate::{
 /// Parameters that belong to the platform, not to the business call.
 const COMMON: &[&str] = &["app_key", "method", "v", "timestamp", "sign_method", "sign", "nonce", "session", "format", "biz_content"];
 
+/// A client must send its body within this time (slow clients hold no worker for long).
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Carries the business code from `process` to the record; removed before sending.
 const CODE_HEADER: &str = "x-portico-code";
 
 /// The largest upstream response the gateway reads into the envelope.
 const MAX_RESPONSE: usize = 8 * 1024 * 1024;
 
-/// The axum fallback of the public listener.
+/// The axum fallback of the public listener (paths the short path hands to the router
+/// but no route takes).
 pub async fn handle(State(gw): State<Gateway>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
+    serve(gw, peer, req).await
+}
+
+/// One call, start to finish, record included.
+pub async fn serve(gw: Gateway, peer: SocketAddr, req: Request) -> Response {
     let started = Instant::now();
     let trace_id = portico_core::trace::current().unwrap_or_else(portico_core::trace::new_trace_id);
     let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, gw.settings().max_body_bytes).await {
-        Ok(b) => b,
-        Err(_) => return ApiError::new(Code::BodyTooLarge, "the request body is larger than the limit").into_response(),
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, gw.settings().max_body_bytes)).await;
+    let body = match read {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return ApiError::new(Code::BodyTooLarge, "the request body is larger than the limit").into_response(),
+        Err(_) => return ApiError::new(Code::InvalidJson, "the request body did not arrive in time").into_response(),
     };
     let bytes_in = body.len();
     let snap = gw.snapshot();

@@ -114,10 +114,23 @@ impl App {
         let internal_router = portico_oauth::api::internal_router(oauth.clone()).merge(gateway.registry_router()).fallback(envelope::route_not_found);
 
         let mut servers = tokio::task::JoinSet::new();
-        for (name, listener, router) in [("public", public, public_router), ("console", console, console_router), ("internal", internal, internal_router)] {
+        {
             // The gateway serves from its snapshot without the database, so the public
-            // listener stays ready (degraded) when the database is gone.
-            let app = with_common_layers(router, &platform, &config, name == "public");
+            // listener stays ready (degraded) when the database is gone. Its own accept
+            // loop sends gateway calls straight into the pipeline.
+            let app = with_common_layers(public_router, &platform, &config, true);
+            let mut stop = stop_rx.clone();
+            let grace = Duration::from_secs(config.shutdown.grace_secs);
+            let gw = gateway.clone();
+            servers.spawn(async move {
+                let stopped = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                ("public", gw.serve(public, app, stopped, grace).await)
+            });
+        }
+        for (name, listener, router) in [("console", console, console_router), ("internal", internal, internal_router)] {
+            let app = with_common_layers(router, &platform, &config, false);
             let mut stop = stop_rx.clone();
             servers.spawn(async move {
                 let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
