@@ -130,35 +130,19 @@ impl Platform {
             let mut conn = self.store().read().await?;
             accounts::find_by_email(&mut conn, email.as_str()).await?
         };
-        let Some(account) = account else {
-            let pw = input.password;
-            blocking(move || password::verify_dummy(&pw)).await?;
-            return Err(Error::InvalidCredentials);
-        };
-        let now = now_ms();
-        if account.locked_until > now {
-            return Err(Error::AccountLocked { retry_after_secs: ((account.locked_until - now) as u64).div_ceil(1000) });
-        }
-        let (pw, phc) = (input.password, account.password_hash.clone());
-        if !blocking(move || password::verify(&pw, &phc)).await? {
-            let s = self.settings();
-            let mut tx = self.store().begin().await?;
-            let failures = accounts::record_failed_login(
-                &mut tx,
-                &account.id,
-                now,
-                s.lock_after_failures as i64,
-                s.lock_duration.as_millis() as i64,
-            )
-            .await?;
-            portico_store::commit(tx).await?;
-            tokio::time::sleep(s.failed_login_delay * failures.clamp(0, 5) as u32).await;
-            if failures >= s.lock_after_failures as i64 {
-                tracing::warn!(account = %account.id, "account locked after repeated failed sign-ins");
-                return Err(Error::AccountLocked { retry_after_secs: s.lock_duration.as_secs() });
+        let found = account.as_ref().map(|a| (a.locked_until, a.password_hash.clone()));
+        self.check_password(found, input.password, |now, lock_after, lock_ms| {
+            let (store, id) = (self.store().clone(), account.as_ref().map(|a| a.id.clone()).unwrap_or_default());
+            async move {
+                let mut tx = store.begin().await?;
+                let failures = accounts::record_failed_login(&mut tx, &id, now, lock_after, lock_ms).await?;
+                portico_store::commit(tx).await?;
+                Ok(failures)
             }
-            return Err(Error::InvalidCredentials);
-        }
+        })
+        .await?;
+        let account = account.ok_or(Error::InvalidCredentials)?;
+        let now = now_ms();
         if account.status != "active" {
             return Err(Error::Forbidden("this account is disabled".into()));
         }
@@ -175,6 +159,37 @@ impl Platform {
         };
         portico_store::commit(tx).await?;
         Ok(opened)
+    }
+
+    /// The password check shared by every sign-in (console accounts and end users):
+    /// `found` is the account's lock time and password hash, or `None` for an unknown
+    /// email, which costs the same time as a wrong password. A failure is counted by
+    /// `record_failure(now, lock_after, lock_ms)`, which returns the failures in a row;
+    /// each one in a row adds a delay, and at the limit the account locks.
+    pub async fn check_password<F, Fut>(&self, found: Option<(i64, String)>, presented: String, record_failure: F) -> Result<(), Error>
+    where
+        F: FnOnce(i64, i64, i64) -> Fut,
+        Fut: std::future::Future<Output = Result<i64, Error>>,
+    {
+        let Some((locked_until, phc)) = found else {
+            blocking(move || password::verify_dummy(&presented)).await?;
+            return Err(Error::InvalidCredentials);
+        };
+        let now = now_ms();
+        if locked_until > now {
+            return Err(Error::AccountLocked { retry_after_secs: ((locked_until - now) as u64).div_ceil(1000) });
+        }
+        if blocking(move || password::verify(&presented, &phc)).await? {
+            return Ok(());
+        }
+        let s = self.settings();
+        let failures = record_failure(now, s.lock_after_failures as i64, s.lock_duration.as_millis() as i64).await?;
+        tokio::time::sleep(s.failed_login_delay * failures.clamp(0, 5) as u32).await;
+        if failures >= s.lock_after_failures as i64 {
+            tracing::warn!("account locked after repeated failed sign-ins");
+            return Err(Error::AccountLocked { retry_after_secs: s.lock_duration.as_secs() });
+        }
+        Err(Error::InvalidCredentials)
     }
 
     async fn issue(

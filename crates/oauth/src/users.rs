@@ -99,29 +99,27 @@ impl OAuth {
             let mut conn = self.platform().store().read().await?;
             oauth::user_by_email(&mut conn, email.as_str()).await?
         };
-        let Some(user) = user else {
-            let pw = input.password;
-            blocking(move || password::verify_dummy(&pw)).await?;
-            self.limiter().fail(&[&ip_key]);
-            return Err(Error::InvalidCredentials);
-        };
-        let now = now_ms();
-        if user.locked_until > now {
-            return Err(Error::AccountLocked { retry_after_secs: ((user.locked_until - now) as u64).div_ceil(1000) });
-        }
-        let (pw, phc) = (input.password, user.password_hash.clone());
-        if !blocking(move || password::verify(&pw, &phc)).await? {
-            self.limiter().fail(&[&ip_key]);
-            let console = self.platform().settings();
-            let mut tx = self.platform().store().begin().await?;
-            let n = oauth::record_failed_user_login(&mut tx, &user.id, now, console.lock_after_failures as i64, console.lock_duration.as_millis() as i64).await?;
-            portico_store::commit(tx).await?;
-            tokio::time::sleep(console.failed_login_delay * n.clamp(0, 5) as u32).await;
-            if n >= console.lock_after_failures as i64 {
-                return Err(Error::AccountLocked { retry_after_secs: console.lock_duration.as_secs() });
+        let found = user.as_ref().map(|u| (u.locked_until, u.password_hash.clone()));
+        let checked = self
+            .platform()
+            .check_password(found, input.password, |now, lock_after, lock_ms| {
+                let (store, id) = (self.platform().store().clone(), user.as_ref().map(|u| u.id.clone()).unwrap_or_default());
+                async move {
+                    let mut tx = store.begin().await?;
+                    let n = oauth::record_failed_user_login(&mut tx, &id, now, lock_after, lock_ms).await?;
+                    portico_store::commit(tx).await?;
+                    Ok(n)
+                }
+            })
+            .await;
+        if let Err(e) = checked {
+            if matches!(e, Error::InvalidCredentials) {
+                self.limiter().fail(&[&ip_key]);
             }
-            return Err(Error::InvalidCredentials);
+            return Err(e);
         }
+        let user = user.ok_or(Error::InvalidCredentials)?;
+        let now = now_ms();
         if user.status != "active" {
             return Err(Error::Forbidden("this account is disabled".into()));
         }

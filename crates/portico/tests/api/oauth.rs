@@ -523,3 +523,24 @@ engine_test! {
         assert!(!client.introspect(t.access_token()).request_async(&http()).await.unwrap().active(), "expired, even though it was cached");
     }
 }
+
+engine_test! {
+    async fn end_user_sign_in_locks_after_repeated_failures(app: &TestApp) {
+        sign_up_user(app, "buyer@example.cn").await;
+        let attempt = |password: &'static str| {
+            let req = app.client.post(format!("{}/users/v1/sessions", app.public)).json(&json!({ "email": "buyer@example.cn", "password": password }));
+            async move {
+                let res = req.send().await.unwrap();
+                (res.status(), res.json::<Value>().await.unwrap()["code"].as_u64().unwrap_or(0))
+            }
+        };
+        for _ in 0..4 {
+            assert_eq!(attempt("wrong password").await, (StatusCode::UNAUTHORIZED, 20002));
+        }
+        assert_eq!(attempt("wrong password").await, (StatusCode::LOCKED, 20003), "the fifth failure locks");
+        assert_eq!(attempt("user password 1").await, (StatusCode::LOCKED, 20003), "locked even with the right password");
+        // Unknown emails fail exactly like wrong passwords.
+        let res = app.client.post(format!("{}/users/v1/sessions", app.public)).json(&json!({ "email": "nobody@example.cn", "password": "whatever pw" })).send().await.unwrap();
+        assert_eq!(res.status(), 401);
+    }
+}
