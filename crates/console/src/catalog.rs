@@ -46,8 +46,10 @@ pub struct ApiIn {
     pub description: String,
     /// Upstream timeout (default 30000).
     pub timeout_ms: Option<u64>,
-    /// Calls per second across all apps (none: unlimited).
+    /// Calls per second per app (none: unlimited).
     pub rate_limit_per_second: Option<u64>,
+    /// Calls per app per day (the platform's day, UTC+8; none: unlimited).
+    pub daily_quota: Option<u64>,
     /// Whether a call needs an end user's token.
     #[serde(default)]
     pub needs_user: bool,
@@ -72,6 +74,7 @@ pub struct ApiOut {
     pub description: String,
     pub timeout_ms: i64,
     pub rate_limit_per_second: Option<i64>,
+    pub daily_quota: Option<i64>,
     pub needs_user: bool,
     pub business_key_pointer: Option<String>,
     /// `draft`, `published`, `deprecated` or `retired`.
@@ -112,6 +115,7 @@ impl From<&ApiRecord> for ApiOut {
             description: a.description.clone(),
             timeout_ms: a.timeout_ms,
             rate_limit_per_second: a.rate_limit_per_second,
+            daily_quota: a.daily_quota,
             needs_user: a.needs_user != 0,
             business_key_pointer: a.business_key_pointer.clone(),
             state: a.state.clone(),
@@ -175,6 +179,9 @@ impl Platform {
         if input.rate_limit_per_second == Some(0) {
             return Err(Error::validation("rate_limit_per_second", "must be at least 1 (leave it out for no limit)"));
         }
+        if input.daily_quota == Some(0) {
+            return Err(Error::validation("daily_quota", "must be at least 1 (leave it out for no quota)"));
+        }
         if let Some(p) = &input.business_key_pointer {
             portico_core::domain::JsonPointer::parse(p).map_err(|e| e.at("business_key_pointer"))?;
         }
@@ -194,6 +201,7 @@ impl Platform {
             rate_limit_per_second: input.rate_limit_per_second.map(|r| r as i64),
             needs_user: input.needs_user as i64,
             business_key_pointer: input.business_key_pointer,
+            daily_quota: input.daily_quota.map(|q| q.min(i64::MAX as u64) as i64),
             state: "draft".into(),
             created_at: now,
             updated_at: now,

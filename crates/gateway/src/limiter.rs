@@ -32,7 +32,35 @@ redis.call('SET', KEYS[1], new_tat, 'PX', math.floor((new_tat - now) / 1000) + 1
 return {1, math.floor((now + tolerance + interval - new_tat) / interval)}
 "#;
 
+/// The platform's day: days start at midnight UTC+8. Returns (day number, seconds left).
+fn platform_day(now_secs: i64) -> (i64, u64) {
+    let local = now_secs + 8 * 3600;
+    (local.div_euclid(86_400), (86_400 - local.rem_euclid(86_400)) as u64)
+}
+
 impl Limits {
+    /// Counts one call against a daily quota; `Some(seconds until the day ends)` when the
+    /// quota is used up (the refused call is not counted).
+    pub async fn over_quota(&self, key: &str, quota: u64) -> Option<u64> {
+        let (day, left) = platform_day(portico_core::time::now_ms() / 1000);
+        let count = match self {
+            Limits::Memory(m) => m.count_day(key, day),
+            Limits::Redis { conn, .. } => {
+                let mut conn = conn.clone();
+                let k = format!("portico:quota:{key}:{day}");
+                let result: redis::RedisResult<(u64,)> = redis::pipe().atomic().incr(&k, 1).expire(&k, 2 * 86_400).ignore().query_async(&mut conn).await;
+                match result {
+                    Ok((n,)) => n,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "quota store unreachable; call allowed");
+                        0
+                    }
+                }
+            }
+        };
+        (count > quota).then_some(left)
+    }
+
     pub fn redis(conn: redis::aio::ConnectionManager) -> Limits {
         Limits::Redis { conn, script: redis::Script::new(GCRA_LUA) }
     }
@@ -67,6 +95,8 @@ pub struct RateLimiter {
     epoch: Instant,
     shards: Vec<Mutex<HashMap<String, u64>>>,
     hasher: std::collections::hash_map::RandomState,
+    /// Daily counts: key → (day, calls).
+    days: Mutex<HashMap<String, (i64, u64)>>,
 }
 
 /// The outcome of one check.
@@ -86,7 +116,26 @@ impl Default for RateLimiter {
 
 impl RateLimiter {
     pub fn new() -> RateLimiter {
-        RateLimiter { epoch: Instant::now(), shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), hasher: Default::default() }
+        RateLimiter {
+            epoch: Instant::now(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: Default::default(),
+            days: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a call for `key` on `day`; returns the day's count so far.
+    fn count_day(&self, key: &str, day: i64) -> u64 {
+        let mut days = self.days.lock().unwrap_or_else(|p| p.into_inner());
+        if days.len() > 200_000 {
+            days.retain(|_, (d, _)| *d == day);
+        }
+        let e = days.entry(key.to_string()).or_insert((day, 0));
+        if e.0 != day {
+            *e = (day, 0);
+        }
+        e.1 += 1;
+        e.1
     }
 
     /// One request against `rate` per second with a burst of `rate` (at least 1).
@@ -137,6 +186,19 @@ mod tests {
         assert!(matches!(l.check_at("k", 5, 11 * s), Decision::Allow { .. }));
         // Keys are independent.
         assert!(matches!(l.check_at("other", 5, 10 * s), Decision::Allow { remaining: 4 }));
+    }
+
+    #[test]
+    fn days_start_at_midnight_utc_plus_8() {
+        // 2023-11-14 16:00:00 UTC is midnight in UTC+8.
+        let midnight = 1_699_977_600;
+        assert_eq!(platform_day(midnight).0, platform_day(midnight - 1).0 + 1);
+        assert_eq!(platform_day(midnight - 1).1, 1);
+        assert_eq!(platform_day(midnight).1, 86_400);
+        let l = RateLimiter::new();
+        assert_eq!(l.count_day("k", 5), 1);
+        assert_eq!(l.count_day("k", 5), 2);
+        assert_eq!(l.count_day("k", 6), 1, "a new day starts over");
     }
 
     #[test]

@@ -189,6 +189,14 @@ impl Gateway {
         if let Some(rate) = api.rate_limit_per_second {
             limit_headers = Some(self.limit(&format!("api:{}:{}", api.id, app.app_id), rate).await?);
         }
+        if let Some(quota) = api.daily_quota {
+            if let Some(retry) = self.limiter().over_quota(&format!("{}:{}", api.id, app.app_id), quota).await {
+                let mut e = refuse(Code::QuotaExceeded, format!("the daily quota of {quota} calls to {} is used up", api.label));
+                e.data = serde_json::json!({ "quota": quota, "retry_after_secs": retry });
+                e.retry_after_secs = Some(retry);
+                return Err(e);
+            }
+        }
 
         // Forward.
         let pool = snap.service(&api.service).cloned().ok_or_else(|| refuse(Code::UpstreamUnavailable, format!("no instance of {} is registered", api.service)))?;
@@ -429,6 +437,7 @@ mod tests {
             rate_limit_per_second: None,
             needs_user: 0,
             business_key_pointer: None,
+            daily_quota: None,
             state: state.into(),
             created_at: 0,
             updated_at: 0,

@@ -31,13 +31,14 @@ pub struct ApiRecord {
     pub rate_limit_per_second: Option<i64>,
     pub needs_user: i64,
     pub business_key_pointer: Option<String>,
+    pub daily_quota: Option<i64>,
     pub state: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
 const API_COLUMNS: &str = "id, name, version, group_name, service, upstream_path, http_method, description, request_schema, \
-    response_schema, timeout_ms, rate_limit_per_second, needs_user, business_key_pointer, state, created_at, updated_at";
+    response_schema, timeout_ms, rate_limit_per_second, needs_user, business_key_pointer, state, created_at, updated_at, daily_quota";
 
 impl ApiRecord {
     fn from_row(r: &AnyRow) -> Result<Self, Error> {
@@ -56,6 +57,7 @@ impl ApiRecord {
             rate_limit_per_second: col(r, "rate_limit_per_second")?,
             needs_user: col(r, "needs_user")?,
             business_key_pointer: col(r, "business_key_pointer")?,
+            daily_quota: col(r, "daily_quota")?,
             state: col(r, "state")?,
             created_at: col(r, "created_at")?,
             updated_at: col(r, "updated_at")?,
@@ -98,7 +100,7 @@ pub async fn group_exists(conn: &mut AnyConnection, name: &str) -> Result<bool, 
 }
 
 pub async fn insert_api(conn: &mut AnyConnection, a: &ApiRecord) -> Result<(), Error> {
-    sqlx::query(&format!("INSERT INTO apis ({API_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)"))
+    sqlx::query(&format!("INSERT INTO apis ({API_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)"))
         .bind(&a.id)
         .bind(&a.name)
         .bind(&a.version)
@@ -116,6 +118,7 @@ pub async fn insert_api(conn: &mut AnyConnection, a: &ApiRecord) -> Result<(), E
         .bind(&a.state)
         .bind(a.created_at)
         .bind(a.updated_at)
+        .bind(a.daily_quota)
         .execute(conn)
         .await
         .map_err(|e| match crate::map_error(e) {

@@ -41,6 +41,7 @@ impl Upstream {
                     Json(json!({ "code": 0, "msg": "OK", "data": { "order_id": "2012120112304512", "instance": name, "query": q, "caller": who(&headers).await } }))
                 }),
             )
+            .route("/orders/count", get(|| async { Json(json!({ "count": 1 })) }))
             .route(
                 "/orders/slow",
                 get(|| async {
@@ -96,6 +97,7 @@ async fn setup(app: &TestApp) -> (String, String, String, String, String) {
         ("order.get", "GET", "/orders/get", json!({ "business_key_pointer": "/data/order_id" })),
         ("order.create", "POST", "/orders/create", json!({ "rate_limit_per_second": 2 })),
         ("order.slow", "GET", "/orders/slow", json!({ "timeout_ms": 300 })),
+        ("order.count", "GET", "/orders/count", json!({ "daily_quota": 2 })),
     ] {
         let mut body = json!({ "name": name, "version": "1.0", "group": "orders", "service": "order-svc", "upstream_path": path, "http_method": method });
         for (k, v) in extra.as_object().unwrap() {
@@ -278,6 +280,13 @@ engine_test! {
         app.post(&format!("/api/v1/merchants/{m}/apps/{app_id}/enable"), Some(&owner), json!({}), StatusCode::OK).await;
         eventually("the app enabled again", || async { code(&get("/api/order-svc/orders/get", Some(&bearer)).await).0 == StatusCode::OK }).await;
 
+        // A daily quota of 2: the third call of the day is refused until the day ends.
+        assert_eq!(code(&get("/order/count", Some(&bearer)).await), (StatusCode::OK, 0));
+        assert_eq!(code(&get("/order/count/v1.0", Some(&bearer)).await), (StatusCode::OK, 0));
+        let over = get("/api/order-svc/orders/count", Some(&bearer)).await;
+        assert_eq!(code(&over), (StatusCode::TOO_MANY_REQUESTS, 40007));
+        let retry: u64 = over.1["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=86_400).contains(&retry), "{retry}");
         // An upstream that answers too late: an envelope after the API's timeout.
         assert_eq!(code(&get("/api/order-svc/orders/slow", Some(&bearer)).await), (StatusCode::GATEWAY_TIMEOUT, 41002));
         // An upstream that is gone: an envelope, not a hang or a 500.
