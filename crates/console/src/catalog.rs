@@ -182,6 +182,11 @@ impl Platform {
         if input.daily_quota == Some(0) {
             return Err(Error::validation("daily_quota", "must be at least 1 (leave it out for no quota)"));
         }
+        for (field, schema) in [("request_schema", &input.request_schema), ("response_schema", &input.response_schema)] {
+            if let Some(schema) = schema {
+                jsonschema::validator_for(schema).map_err(|e| Error::validation(field, format!("is not a valid JSON Schema: {e}")))?;
+            }
+        }
         if let Some(p) = &input.business_key_pointer {
             portico_core::domain::JsonPointer::parse(p).map_err(|e| e.at("business_key_pointer"))?;
         }

@@ -198,6 +198,22 @@ impl Gateway {
             }
         }
 
+        // Validate the input against the API's request schema: the JSON body
+        // (`biz_content` on the single entry), or else the business parameters as an
+        // object of strings.
+        if let Some(schema) = &api.request_schema {
+            let json_input = if single_entry { param("biz_content").map(|b| b.as_bytes()) } else { (!body.is_empty()).then_some(&body[..]) };
+            let doc: Value = match json_input {
+                Some(raw) => serde_json::from_slice(raw).map_err(|e| refuse(Code::InvalidJson, format!("the input is not JSON: {e}")))?,
+                None => Value::Object(params.iter().filter(|(k, _)| !COMMON.contains(&k.as_str())).map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect()),
+            };
+            let first = schema.iter_errors(&doc).next().map(|error| (error.instance_path().to_string(), error.to_string()));
+            if let Some((path, reason)) = first {
+                let field = if path.is_empty() { "body".to_string() } else { path.trim_start_matches('/').replace('/', ".") };
+                return Err(ApiError::from(portico_core::Error::validation(field, reason)));
+            }
+        }
+
         // Forward.
         let pool = snap.service(&api.service).cloned().ok_or_else(|| refuse(Code::UpstreamUnavailable, format!("no instance of {} is registered", api.service)))?;
         let (upstream_path, upstream_body, content_type) = if single_entry {

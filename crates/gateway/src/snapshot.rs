@@ -39,7 +39,6 @@ pub struct AppEntry {
     pub internal_user_id: Option<String>,
 }
 
-#[derive(Debug)]
 pub struct ApiEntry {
     pub id: String,
     pub name: String,
@@ -53,6 +52,8 @@ pub struct ApiEntry {
     pub daily_quota: Option<u64>,
     pub needs_user: bool,
     pub business_key: Option<JsonPointer>,
+    /// Validates the call's input when the API has a request schema.
+    pub request_schema: Option<Arc<jsonschema::Validator>>,
     pub deprecated: bool,
     pub retired: bool,
     /// `name@version`, for records and limits.
@@ -174,6 +175,12 @@ impl Snapshot {
                 daily_quota: a.daily_quota.map(|q| q.max(1) as u64),
                 needs_user: a.needs_user != 0,
                 business_key: a.business_key_pointer.as_deref().and_then(|p| JsonPointer::parse(p).ok()),
+                request_schema: a
+                    .request_schema
+                    .as_deref()
+                    .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+                    .and_then(|s| jsonschema::validator_for(&s).ok())
+                    .map(Arc::new),
                 deprecated: a.state == "deprecated",
                 retired: a.state == "retired",
                 name: a.name,

@@ -95,7 +95,12 @@ async fn setup(app: &TestApp) -> (String, String, String, String, String) {
     app.call(Method::PUT, "/api/v1/catalog/groups/orders", Some(&admin), Some(json!({ "title": "Orders" })), StatusCode::OK).await;
     for (name, method, path, extra) in [
         ("order.get", "GET", "/orders/get", json!({ "business_key_pointer": "/data/order_id" })),
-        ("order.create", "POST", "/orders/create", json!({ "rate_limit_per_second": 2 })),
+        (
+            "order.create",
+            "POST",
+            "/orders/create",
+            json!({ "rate_limit_per_second": 2, "request_schema": { "type": "object", "required": ["sku"], "properties": { "sku": { "type": "string", "minLength": 1 } } } }),
+        ),
         ("order.slow", "GET", "/orders/slow", json!({ "timeout_ms": 300 })),
         ("order.count", "GET", "/orders/count", json!({ "daily_quota": 2 })),
     ] {
@@ -263,7 +268,7 @@ engine_test! {
         // Rate limit on order.create: 2/s, a burst of 2.
         let mut statuses = vec![];
         for _ in 0..4 {
-            let res = app.client.post(format!("{}/api/order-svc/orders/create", app.public)).bearer_auth(&bearer).json(&json!({})).send().await.unwrap();
+            let res = app.client.post(format!("{}/api/order-svc/orders/create", app.public)).bearer_auth(&bearer).json(&json!({ "sku": "x" })).send().await.unwrap();
             statuses.push((res.status(), res.headers().get("retry-after").is_some(), res.headers().get("ratelimit-limit").map(|v| v.to_str().unwrap().to_string())));
         }
         assert_eq!(statuses[0].0, 200);
@@ -280,6 +285,15 @@ engine_test! {
         app.post(&format!("/api/v1/merchants/{m}/apps/{app_id}/enable"), Some(&owner), json!({}), StatusCode::OK).await;
         eventually("the app enabled again", || async { code(&get("/api/order-svc/orders/get", Some(&bearer)).await).0 == StatusCode::OK }).await;
 
+        // Input that breaks the API's request schema is refused, naming the field.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let r = json_of(app.client.post(format!("{}/api/order-svc/orders/create", app.public)).bearer_auth(&bearer).json(&json!({ "sku": 5 })).send().await.unwrap()).await;
+        assert_eq!(code(&r), (StatusCode::BAD_REQUEST, 10002), "{}", r.2);
+        assert_eq!(r.2["data"]["field"], "sku");
+        let admin = app.admin().await;
+        let bad_schema = json!({ "name": "order.bad", "version": "1.0", "group": "orders", "service": "order-svc", "upstream_path": "/x", "http_method": "GET", "request_schema": { "type": "no-such-type" } });
+        let v = app.post("/api/v1/catalog/apis", Some(&admin), bad_schema, StatusCode::BAD_REQUEST).await;
+        assert_eq!(v["data"]["field"], "request_schema");
         // A daily quota of 2: the third call of the day is refused until the day ends.
         assert_eq!(code(&get("/order/count", Some(&bearer)).await), (StatusCode::OK, 0));
         assert_eq!(code(&get("/order/count/v1.0", Some(&bearer)).await), (StatusCode::OK, 0));
@@ -431,7 +445,7 @@ async fn a_rate_limit_holds_across_two_instances() {
         let mut statuses = Vec::new();
         for i in 0..4 {
             let base = if i % 2 == 0 { &app.public } else { &peer.public };
-            let res = app.client.post(format!("{base}/api/order-svc/orders/create")).bearer_auth(&bearer).json(&json!({})).send().await.unwrap();
+            let res = app.client.post(format!("{base}/api/order-svc/orders/create")).bearer_auth(&bearer).json(&json!({ "sku": "x" })).send().await.unwrap();
             statuses.push(res.status().as_u16());
         }
         assert_eq!(&statuses[..2], &[200, 200], "{statuses:?}");
