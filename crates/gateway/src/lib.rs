@@ -24,6 +24,9 @@ use portico_core::{time::now_ms, Error};
 use portico_oauth::OAuth;
 use snapshot::{load_apps, AppScope, Snapshot};
 
+/// How often instances with a health path are probed.
+const HEALTH_CHECK_PERIOD: Duration = Duration::from_secs(2);
+
 /// Settings of the `[gateway]` configuration section.
 #[derive(Debug, Clone)]
 pub struct GatewaySettings {
@@ -93,6 +96,7 @@ impl Gateway {
         };
         gw.reload_all().await?;
         tokio::spawn(gw.clone().follow());
+        tokio::spawn(gw.clone().probe_health(HEALTH_CHECK_PERIOD));
         Ok(gw)
     }
 
@@ -215,6 +219,14 @@ impl Gateway {
                     }
                 }
             }
+        }
+    }
+
+    async fn probe_health(self, period: Duration) {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            upstream::probe(self.client(), self.health(), self.snapshot().probed_instances()).await;
         }
     }
 

@@ -42,6 +42,9 @@ pub struct InstanceIn {
     /// Endpoints the instance serves, for the record (the catalog decides what is public).
     #[serde(default)]
     pub endpoints: Vec<String>,
+    /// A path the gateway probes every few seconds (active health checks); a 2xx is
+    /// healthy. Without one, only passive health applies.
+    pub health_path: Option<String>,
 }
 
 fn default_version() -> String {
@@ -58,6 +61,7 @@ pub struct InstanceOut {
     pub base_path: String,
     pub weight: i64,
     pub metadata: serde_json::Value,
+    pub health_path: Option<String>,
     pub registered_at: String,
     pub last_beat_at: String,
     pub heartbeat_interval_secs: i64,
@@ -74,6 +78,7 @@ impl From<&InstanceRecord> for InstanceOut {
             base_path: i.base_path.clone(),
             weight: i.weight,
             metadata: serde_json::from_str(&i.metadata).unwrap_or_default(),
+            health_path: i.health_path.clone(),
             registered_at: rfc3339(i.registered_at),
             last_beat_at: rfc3339(i.last_beat_at),
             heartbeat_interval_secs: HEARTBEAT_SECS,
@@ -103,6 +108,11 @@ async fn register(State(gw): State<Gateway>, ApiJson(input): ApiJson<InstanceIn>
     if !(input.base_path.is_empty() || (input.base_path.starts_with('/') && !input.base_path.contains(['?', '#', ' ']))) {
         return Err(Error::validation("base_path", "must be empty or a path starting with /").into());
     }
+    if let Some(h) = &input.health_path {
+        if !h.starts_with('/') || h.len() > 256 || h.contains(['#', ' ']) {
+            return Err(Error::validation("health_path", "must be a path starting with /").into());
+        }
+    }
     let weight = input.weight.unwrap_or(100);
     if !(1..=1000).contains(&weight) {
         return Err(Error::validation("weight", "must be 1 to 1000").into());
@@ -126,7 +136,7 @@ async fn register(State(gw): State<Gateway>, ApiJson(input): ApiJson<InstanceIn>
         base_path: input.base_path,
         weight: weight as i64,
         metadata: serde_json::Value::Object(metadata).to_string(),
-        health_path: None,
+        health_path: input.health_path,
         registered_at: now,
         last_beat_at: now,
     };

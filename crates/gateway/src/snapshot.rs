@@ -66,6 +66,8 @@ pub struct Instance {
     pub authority: String,
     pub base_path: String,
     pub weight: u32,
+    /// Probed by the active health checks when set.
+    pub health_path: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -122,6 +124,11 @@ impl Snapshot {
 
     pub fn service(&self, name: &str) -> Option<&Arc<ServicePool>> {
         self.services.get(name)
+    }
+
+    /// Every live instance that asked for active health checks.
+    pub fn probed_instances(&self) -> Vec<Arc<Instance>> {
+        self.services.values().flat_map(|p| p.instances.iter()).filter(|i| i.health_path.is_some()).cloned().collect()
     }
 
     pub fn app_count(&self) -> usize {
@@ -208,6 +215,7 @@ impl Snapshot {
                 authority: format!("{}:{}", i.host, i.port),
                 base_path: i.base_path.trim_end_matches('/').to_string(),
                 weight: i.weight.clamp(1, 1000) as u32 / divisor,
+                health_path: i.health_path,
                 id: i.id,
             }));
         }

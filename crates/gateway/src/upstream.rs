@@ -1,8 +1,9 @@
 //! Forwarding to registered instances: weighted round robin over the instances that are
 //! not ejected, a pooled keep-alive HTTP/1.1 client, per-API timeouts, retries on a
 //! connection failure (and on any failure for idempotent methods), passive health
-//! (an instance that fails three times in a row is ejected for ten seconds and then
-//! tried again), and a per-service circuit: when every instance is ejected, calls are
+//! (an instance that fails three calls in a row is ejected for ten seconds and then
+//! tried again), active health (instances that registered a health path are probed; three
+//! failed probes in a row eject too, until a probe succeeds), and a per-service circuit: when every instance is ejected, calls are
 //! refused at once until the first ejection ends.
 
 use std::{
@@ -35,32 +36,74 @@ pub fn client() -> HttpClient {
     Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).pool_max_idle_per_host(512).build(connector)
 }
 
-/// Consecutive failures and ejections, per instance id.
+/// Consecutive failures and ejections, per instance id. Calls and probes are counted
+/// apart: a call that succeeds does not excuse failing probes, and a failing call does
+/// not wait for the next probe.
 #[derive(Default)]
 pub struct Health {
-    map: Mutex<HashMap<String, (u32, Option<Instant>)>>,
+    map: Mutex<HashMap<String, Record>>,
+}
+
+#[derive(Default)]
+struct Record {
+    call_failures: u32,
+    probe_failures: u32,
+    ejected_until: Option<Instant>,
 }
 
 impl Health {
     fn ejected(&self, id: &str) -> bool {
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(id).and_then(|(_, until)| *until).is_some_and(|u| Instant::now() < u)
+        map.get(id).and_then(|r| r.ejected_until).is_some_and(|u| Instant::now() < u)
     }
 
-    fn failed(&self, id: &str) {
+    fn update(&self, id: &str, f: impl FnOnce(&mut Record)) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let e = map.entry(id.to_string()).or_insert((0, None));
-        e.0 += 1;
-        if e.0 >= EJECT_AFTER {
-            e.1 = Some(Instant::now() + EJECT_FOR);
-            tracing::warn!(instance = id, "instance ejected after repeated failures");
+        let r = map.entry(id.to_string()).or_default();
+        let was_ejected = r.ejected_until.is_some_and(|u| Instant::now() < u);
+        f(r);
+        if r.call_failures >= EJECT_AFTER || r.probe_failures >= EJECT_AFTER {
+            if !was_ejected {
+                tracing::warn!(instance = id, calls = r.call_failures, probes = r.probe_failures, "instance ejected");
+            }
+            r.ejected_until = Some(Instant::now() + EJECT_FOR);
+        } else if was_ejected && r.call_failures == 0 && r.probe_failures == 0 {
+            r.ejected_until = None;
+            tracing::info!(instance = id, "instance back in rotation");
+        }
+        if r.call_failures == 0 && r.probe_failures == 0 && r.ejected_until.is_none() {
+            map.remove(id);
         }
     }
 
+    fn failed(&self, id: &str) {
+        self.update(id, |r| r.call_failures += 1);
+    }
+
     fn succeeded(&self, id: &str) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.remove(id).is_some_and(|(n, _)| n >= EJECT_AFTER) {
-            tracing::info!(instance = id, "instance back in rotation");
+        self.update(id, |r| r.call_failures = 0);
+    }
+
+    fn probe_failed(&self, id: &str) {
+        self.update(id, |r| r.probe_failures += 1);
+    }
+
+    fn probe_succeeded(&self, id: &str) {
+        self.update(id, |r| r.probe_failures = 0);
+    }
+}
+
+/// Active health checks: probes every instance that registered a health path, every
+/// `period`, with a short timeout; the outcome feeds the same passive-health book, so an
+/// instance that fails its probes is ejected before a call finds out.
+pub async fn probe(client: &HttpClient, health: &Health, instances: Vec<Arc<Instance>>) {
+    for i in instances {
+        let Some(path) = &i.health_path else { continue };
+        let uri = format!("http://{}{}{}", i.authority, i.base_path, path);
+        let Ok(req) = Request::builder().method(Method::GET).uri(&uri).body(Full::new(Bytes::new())) else { continue };
+        match tokio::time::timeout(Duration::from_secs(2), client.request(req)).await {
+            Ok(Ok(r)) if r.status().is_success() => health.probe_succeeded(&i.id),
+            _ => health.probe_failed(&i.id),
         }
     }
 }

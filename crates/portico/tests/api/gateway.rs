@@ -43,6 +43,13 @@ impl Upstream {
             )
             .route("/orders/count", get(|| async { Json(json!({ "count": 1 })) }))
             .route(
+                "/health",
+                get(|State(name): State<&'static str>| async move {
+                    // The instance called "sick" always fails its health check.
+                    if name == "sick" { axum::http::StatusCode::SERVICE_UNAVAILABLE } else { axum::http::StatusCode::OK }
+                }),
+            )
+            .route(
                 "/orders/slow",
                 get(|| async {
                     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -476,5 +483,42 @@ engine_test! {
         assert_eq!(res.json::<Value>().await.unwrap()["data"]["field"], "service");
         let res = app.client.put(format!("{}/registry/v1/instances/nope/heartbeat", app.internal)).send().await.unwrap();
         assert_eq!(res.status(), 404);
+    }
+}
+
+engine_test! {
+    env [("PORTICO_GATEWAY__IDENTITY_KEY", IDENTITY_KEY)]
+    async fn active_health_checks_take_a_failing_instance_out(app: &TestApp) {
+        let healthy = Upstream::start("healthy").await;
+        let sick = Upstream::start("sick").await;
+        for (u, id) in [(&healthy, "order-healthy"), (&sick, "order-sick")] {
+            let res = app
+                .client
+                .post(format!("{}/registry/v1/instances", app.internal))
+                .json(&json!({ "id": id, "service": "order-svc", "host": "127.0.0.1", "port": u.addr.port(), "health_path": "/health" }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 201);
+        }
+        let (_m, _app_id, key, secret, _owner) = setup(app).await;
+        let bearer = token(app, &key, &secret).await;
+        // The sick instance answers calls fine but fails its probes (every 2 s, ejected
+        // after three): soon every call goes to the healthy one.
+        let instance_of = || async {
+            let (_, _, v) = json_of(app.client.get(format!("{}/api/order-svc/orders/get", app.public)).bearer_auth(&bearer).send().await.unwrap()).await;
+            v["data"]["instance"].as_str().unwrap_or_default().to_string()
+        };
+        for _ in 0..100 {
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..4 {
+                seen.insert(instance_of().await);
+            }
+            if seen.len() == 1 && seen.contains("healthy") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("the instance failing its health checks was never taken out");
     }
 }
