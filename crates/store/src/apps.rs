@@ -247,31 +247,40 @@ pub async fn credentials(conn: &mut AnyConnection, merchant_id: &str, app_id: &s
 /// Everything needed to identify a caller by `app_key` in one query: the credential, its
 /// app, and the merchant's state and name.
 pub async fn caller_by_app_key(conn: &mut AnyConnection, app_key: &str) -> Result<Option<(CredentialRecord, AppRecord, String, String)>, Error> {
-    let row = sqlx::query(
-        "SELECT c.id AS c_id, c.app_id, c.merchant_id AS c_merchant_id, c.environment, c.app_key, c.secret_sealed, c.secret_created_at, \
-         c.previous_secret_sealed, c.previous_secret_expires_at, c.created_at AS c_created_at, \
-         a.id, a.merchant_id, a.name, a.integration_mode, a.callback_url, a.ip_allowlist, a.rsa_public_key, a.status, a.redirect_uris, \
-         a.client_type, a.created_at, a.updated_at, m.state AS merchant_state, m.name AS merchant_name \
-         FROM app_credentials c JOIN apps a ON a.id = c.app_id JOIN merchants m ON m.id = c.merchant_id WHERE c.app_key = $1",
-    )
+    let row = sqlx::query(&format!(
+        "SELECT {JOINED_COLUMNS}, m.state AS merchant_state, m.name AS merchant_name \
+         FROM app_credentials c JOIN apps a ON a.id = c.app_id JOIN merchants m ON m.id = c.merchant_id WHERE c.app_key = $1"
+    ))
     .bind(app_key)
     .fetch_optional(conn)
     .await
     .db()?;
     let Some(r) = row else { return Ok(None) };
-    let credential = CredentialRecord {
-        id: col(&r, "c_id")?,
-        app_id: col(&r, "app_id")?,
-        merchant_id: col(&r, "c_merchant_id")?,
-        environment: col(&r, "environment")?,
-        app_key: col(&r, "app_key")?,
-        secret_sealed: col(&r, "secret_sealed")?,
-        secret_created_at: col(&r, "secret_created_at")?,
-        previous_secret_sealed: col(&r, "previous_secret_sealed")?,
-        previous_secret_expires_at: col(&r, "previous_secret_expires_at")?,
-        created_at: col(&r, "c_created_at")?,
-    };
-    Ok(Some((credential, AppRecord::from_row(&r)?, col(&r, "merchant_state")?, col(&r, "merchant_name")?)))
+    Ok(Some((CredentialRecord::from_joined_row(&r)?, AppRecord::from_row(&r)?, col(&r, "merchant_state")?, col(&r, "merchant_name")?)))
+}
+
+/// The credential and app columns of a credential joined with its app and merchant;
+/// credential columns that collide with the app's are aliased `c_…`.
+const JOINED_COLUMNS: &str = "c.id AS c_id, c.app_id, c.merchant_id AS c_merchant_id, c.environment, c.app_key, c.secret_sealed, \
+     c.secret_created_at, c.previous_secret_sealed, c.previous_secret_expires_at, c.created_at AS c_created_at, \
+     a.id, a.merchant_id, a.name, a.integration_mode, a.callback_url, a.ip_allowlist, a.rsa_public_key, a.status, a.redirect_uris, \
+     a.client_type, a.created_at, a.updated_at";
+
+impl CredentialRecord {
+    fn from_joined_row(r: &AnyRow) -> Result<Self, Error> {
+        Ok(CredentialRecord {
+            id: col(r, "c_id")?,
+            app_id: col(r, "app_id")?,
+            merchant_id: col(r, "c_merchant_id")?,
+            environment: col(r, "environment")?,
+            app_key: col(r, "app_key")?,
+            secret_sealed: col(r, "secret_sealed")?,
+            secret_created_at: col(r, "secret_created_at")?,
+            previous_secret_sealed: col(r, "previous_secret_sealed")?,
+            previous_secret_expires_at: col(r, "previous_secret_expires_at")?,
+            created_at: col(r, "c_created_at")?,
+        })
+    }
 }
 
 /// A credential with its app and merchant, as the gateway's snapshot holds it.
@@ -285,14 +294,11 @@ pub struct GatewayRow {
 
 /// Every credential (or one merchant's, or one app's) with its app and merchant.
 pub async fn gateway_rows(conn: &mut AnyConnection, merchant_id: Option<&str>, app_id: Option<&str>) -> Result<Vec<GatewayRow>, Error> {
-    let rows = sqlx::query(
-        "SELECT c.id AS c_id, c.app_id, c.merchant_id AS c_merchant_id, c.environment, c.app_key, c.secret_sealed, c.secret_created_at, \
-         c.previous_secret_sealed, c.previous_secret_expires_at, c.created_at AS c_created_at, \
-         a.id, a.merchant_id, a.name, a.integration_mode, a.callback_url, a.ip_allowlist, a.rsa_public_key, a.status, a.redirect_uris, \
-         a.client_type, a.created_at, a.updated_at, m.state AS merchant_state, m.internal_user_id \
+    let rows = sqlx::query(&format!(
+        "SELECT {JOINED_COLUMNS}, m.state AS merchant_state, m.internal_user_id \
          FROM app_credentials c JOIN apps a ON a.id = c.app_id JOIN merchants m ON m.id = c.merchant_id \
-         WHERE ($1 IS NULL OR c.merchant_id = $1) AND ($2 IS NULL OR c.app_id = $2)",
-    )
+         WHERE ($1 IS NULL OR c.merchant_id = $1) AND ($2 IS NULL OR c.app_id = $2)"
+    ))
     .bind(merchant_id)
     .bind(app_id)
     .fetch_all(conn)
@@ -301,18 +307,7 @@ pub async fn gateway_rows(conn: &mut AnyConnection, merchant_id: Option<&str>, a
     rows.iter()
         .map(|r| {
             Ok(GatewayRow {
-                credential: CredentialRecord {
-                    id: col(r, "c_id")?,
-                    app_id: col(r, "app_id")?,
-                    merchant_id: col(r, "c_merchant_id")?,
-                    environment: col(r, "environment")?,
-                    app_key: col(r, "app_key")?,
-                    secret_sealed: col(r, "secret_sealed")?,
-                    secret_created_at: col(r, "secret_created_at")?,
-                    previous_secret_sealed: col(r, "previous_secret_sealed")?,
-                    previous_secret_expires_at: col(r, "previous_secret_expires_at")?,
-                    created_at: col(r, "c_created_at")?,
-                },
+                credential: CredentialRecord::from_joined_row(r)?,
                 app: AppRecord::from_row(r)?,
                 merchant_state: col(r, "merchant_state")?,
                 internal_user_id: col(r, "internal_user_id")?,
