@@ -64,7 +64,7 @@ impl Recorder {
                             Record::BusinessKey(k) => calls::insert_business_key(&mut tx, &k).await?,
                         }
                     }
-                    calls::insert_calls(&mut tx, &call_rows).await?;
+                    calls::insert_calls(&mut tx, store.engine(), &call_rows).await?;
                     portico_store::commit(tx).await
                 }
                 .await;

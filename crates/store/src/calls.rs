@@ -4,7 +4,7 @@
 use portico_core::{page::PageRequest, Error};
 use sqlx::AnyConnection;
 
-use crate::{col, DbResult};
+use crate::{col, DbResult, Engine};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallRecord {
@@ -34,8 +34,10 @@ pub struct BusinessKeyRecord {
 }
 
 /// Inserts many calls with multi-row statements (50 rows each): the gateway's records
-/// arrive by the thousand, and one statement per row would cost a core.
-pub async fn insert_calls(conn: &mut AnyConnection, calls: &[CallRecord]) -> Result<(), Error> {
+/// arrive by the thousand, and one statement per row would cost a core. On SQLite the
+/// placeholders are anonymous (`?`): SQLite looks a named one up by walking a list, which
+/// made a 600-parameter statement quadratic (the profile in BENCHMARKS.md).
+pub async fn insert_calls(conn: &mut AnyConnection, engine: Engine, calls: &[CallRecord]) -> Result<(), Error> {
     const COLUMNS: usize = 12;
     for chunk in calls.chunks(50) {
         let mut sql = String::from(
@@ -50,8 +52,13 @@ pub async fn insert_calls(conn: &mut AnyConnection, calls: &[CallRecord]) -> Res
                 if c > 0 {
                     sql.push(',');
                 }
-                sql.push('$');
-                sql.push_str(&(i * COLUMNS + c + 1).to_string());
+                match engine {
+                    Engine::Sqlite => sql.push('?'),
+                    Engine::Postgres => {
+                        sql.push('$');
+                        sql.push_str(&(i * COLUMNS + c + 1).to_string());
+                    }
+                }
             }
             sql.push(')');
         }
