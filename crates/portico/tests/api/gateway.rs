@@ -133,14 +133,19 @@ async fn setup(app: &TestApp) -> (String, String, String, String, String) {
     (m, app_id, key, secret, owner)
 }
 
-/// An access token for the app, once the gateway's snapshot knows the app (changes are
-/// live within a second, not at once).
+/// An access token for a granted app, once the gateway's snapshot has the app and its
+/// grant (changes are live within a second, not at once).
 async fn token(app: &TestApp, key: &str, secret: &str) -> String {
+    token_when(app, key, secret, |s| s == StatusCode::OK).await
+}
+
+/// An access token, once the gateway's answer to it satisfies `ready`.
+async fn token_when(app: &TestApp, key: &str, secret: &str, ready: impl Fn(StatusCode) -> bool) -> String {
     let v: Value = app.client.post(format!("{}/oauth2/token", app.public)).basic_auth(key, Some(secret)).form(&[("grant_type", "client_credentials")]).send().await.unwrap().json().await.unwrap();
     let token = v["access_token"].as_str().unwrap_or_else(|| panic!("{v}")).to_string();
-    eventually("the gateway knowing the app", || async {
+    eventually("the gateway's snapshot catching up", || async {
         let res = app.client.get(format!("{}/api/order-svc/orders/get", app.public)).bearer_auth(&token).send().await.unwrap();
-        res.status() != StatusCode::UNAUTHORIZED
+        ready(res.status())
     })
     .await;
     token
@@ -269,7 +274,7 @@ engine_test! {
 
         // An app without the grant.
         let other = app.create_app(&m, &owner).await;
-        let other_token = token(app, other["secrets"][1]["app_key"].as_str().unwrap(), other["secrets"][1]["app_secret"].as_str().unwrap()).await;
+        let other_token = token_when(app, other["secrets"][1]["app_key"].as_str().unwrap(), other["secrets"][1]["app_secret"].as_str().unwrap(), |s| s != StatusCode::UNAUTHORIZED).await;
         eventually("the new app refused for want of a grant", || async { code(&get("/api/order-svc/orders/get", Some(&other_token)).await) == (StatusCode::FORBIDDEN, 40002) }).await;
 
         // Rate limit on order.create: 2/s, a burst of 2.
