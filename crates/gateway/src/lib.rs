@@ -164,7 +164,7 @@ impl Gateway {
         ids.extend(entries.iter().map(|e| e.app_id.clone()));
         ids.sort();
         ids.dedup();
-        self.inner.snapshot.rcu(|cur| cur.with_apps(&ids, entries.iter().map(clone_entry).collect()));
+        self.inner.snapshot.rcu(|cur| cur.with_apps(&ids, entries.clone()));
         Ok(())
     }
 
@@ -273,21 +273,5 @@ impl Gateway {
                 tracing::info!(forgotten = n, "forgot instances silent for five minutes");
             }
         }
-    }
-}
-
-fn clone_entry(e: &snapshot::AppEntry) -> snapshot::AppEntry {
-    snapshot::AppEntry {
-        app_key: e.app_key.clone(),
-        app_id: e.app_id.clone(),
-        merchant_id: e.merchant_id.clone(),
-        environment: e.environment.clone(),
-        secrets: e.secrets.clone(),
-        previous_until: e.previous_until,
-        rsa_public_key: e.rsa_public_key.clone(),
-        usable: e.usable,
-        allowlist: e.allowlist.clone(),
-        grants: e.grants.clone(),
-        internal_user_id: e.internal_user_id.clone(),
     }
 }

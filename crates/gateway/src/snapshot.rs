@@ -21,7 +21,7 @@ use rsa::{pkcs8::DecodePublicKey, RsaPublicKey};
 const SHARDS: usize = 256;
 
 /// An app credential as the gateway checks it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AppEntry {
     pub app_key: String,
     pub app_id: String,
