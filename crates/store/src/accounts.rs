@@ -113,31 +113,14 @@ pub async fn count_by_role(conn: &mut AnyConnection, role: &str) -> Result<i64, 
 }
 
 /// Counts a failed sign-in; at `lock_after` failures in a row the account locks until
-/// `now + lock_ms`. Returns the new failure count. One statement, so concurrent failures
-/// all count.
+/// `now + lock_ms`. Returns the new failure count.
 pub async fn record_failed_login(conn: &mut AnyConnection, id: &str, now: i64, lock_after: i64, lock_ms: i64) -> Result<i64, Error> {
-    sqlx::query(
-        "UPDATE accounts SET failed_logins = failed_logins + 1, \
-         locked_until = CASE WHEN failed_logins + 1 >= $1 THEN $2 ELSE locked_until END WHERE id = $3",
-    )
-    .bind(lock_after)
-    .bind(now + lock_ms)
-    .bind(id)
-    .execute(&mut *conn)
-    .await
-    .db()?;
-    let row = sqlx::query("SELECT failed_logins FROM accounts WHERE id = $1").bind(id).fetch_one(conn).await.db()?;
-    col(&row, "failed_logins")
+    crate::count_failed_sign_in(conn, "accounts", id, now, lock_after, lock_ms).await
 }
 
 /// A successful sign-in clears the failure count (and an expired lock).
 pub async fn reset_failed_logins(conn: &mut AnyConnection, id: &str) -> Result<(), Error> {
-    sqlx::query("UPDATE accounts SET failed_logins = 0, locked_until = 0 WHERE id = $1 AND failed_logins <> 0")
-        .bind(id)
-        .execute(conn)
-        .await
-        .db()?;
-    Ok(())
+    crate::clear_failed_sign_ins(conn, "accounts", id).await
 }
 
 pub async fn set_password(conn: &mut AnyConnection, id: &str, password_hash: &str, now: i64) -> Result<(), Error> {

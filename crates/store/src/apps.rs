@@ -147,12 +147,6 @@ pub async fn update(conn: &mut AnyConnection, a: &AppRecord) -> Result<bool, Err
     Ok(done.rows_affected() == 1)
 }
 
-/// The app behind a credential, for identifying an OAuth2 client by its `app_key`.
-pub async fn get_by_id(conn: &mut AnyConnection, app_id: &str) -> Result<Option<AppRecord>, Error> {
-    let row = sqlx::query(&format!("SELECT {APP_COLUMNS} FROM apps WHERE id = $1")).bind(app_id).fetch_optional(conn).await.db()?;
-    row.as_ref().map(AppRecord::from_row).transpose()
-}
-
 /// Marks an app changed (credentials or grants changed), so that other instances'
 /// snapshots pick it up.
 pub async fn touch(conn: &mut AnyConnection, app_id: &str, now: i64) -> Result<(), Error> {

@@ -170,6 +170,35 @@ where
     row.try_get(name).map_err(|e| Error::Internal(format!("column {name}: {e}")))
 }
 
+/// Counts a failed sign-in on a row of `table` (`accounts` or `end_users`, which share
+/// the `failed_logins` and `locked_until` columns); at `lock_after` failures in a row the
+/// row locks until `now + lock_ms`. One statement, so concurrent failures all count.
+/// Returns the new failure count.
+pub(crate) async fn count_failed_sign_in(conn: &mut Conn, table: &'static str, id: &str, now: i64, lock_after: i64, lock_ms: i64) -> Result<i64, Error> {
+    sqlx::query(&format!(
+        "UPDATE {table} SET failed_logins = failed_logins + 1, \
+         locked_until = CASE WHEN failed_logins + 1 >= $1 THEN $2 ELSE locked_until END WHERE id = $3"
+    ))
+    .bind(lock_after)
+    .bind(now + lock_ms)
+    .bind(id)
+    .execute(&mut *conn)
+    .await
+    .db()?;
+    let row = sqlx::query(&format!("SELECT failed_logins FROM {table} WHERE id = $1")).bind(id).fetch_one(conn).await.db()?;
+    col(&row, "failed_logins")
+}
+
+/// A successful sign-in clears the failure count (and an expired lock).
+pub(crate) async fn clear_failed_sign_ins(conn: &mut Conn, table: &'static str, id: &str) -> Result<(), Error> {
+    sqlx::query(&format!("UPDATE {table} SET failed_logins = 0, locked_until = 0 WHERE id = $1 AND failed_logins <> 0"))
+        .bind(id)
+        .execute(conn)
+        .await
+        .db()?;
+    Ok(())
+}
+
 /// Commits a transaction, mapping failures like every other query.
 pub async fn commit(tx: Tx) -> Result<(), Error> {
     tx.commit().await.db()

@@ -62,30 +62,13 @@ pub async fn user_by_email(conn: &mut AnyConnection, email: &str) -> Result<Opti
     row.as_ref().map(EndUserRecord::from_row).transpose()
 }
 
-pub async fn user(conn: &mut AnyConnection, id: &str) -> Result<Option<EndUserRecord>, Error> {
-    let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM end_users WHERE id = $1")).bind(id).fetch_optional(conn).await.db()?;
-    row.as_ref().map(EndUserRecord::from_row).transpose()
-}
-
 /// Counts a failed sign-in, locking at `lock_after` in a row; returns the new count.
 pub async fn record_failed_user_login(conn: &mut AnyConnection, id: &str, now: i64, lock_after: i64, lock_ms: i64) -> Result<i64, Error> {
-    sqlx::query(
-        "UPDATE end_users SET failed_logins = failed_logins + 1, \
-         locked_until = CASE WHEN failed_logins + 1 >= $1 THEN $2 ELSE locked_until END WHERE id = $3",
-    )
-    .bind(lock_after)
-    .bind(now + lock_ms)
-    .bind(id)
-    .execute(&mut *conn)
-    .await
-    .db()?;
-    let row = sqlx::query("SELECT failed_logins FROM end_users WHERE id = $1").bind(id).fetch_one(conn).await.db()?;
-    col(&row, "failed_logins")
+    crate::count_failed_sign_in(conn, "end_users", id, now, lock_after, lock_ms).await
 }
 
 pub async fn reset_failed_user_logins(conn: &mut AnyConnection, id: &str) -> Result<(), Error> {
-    sqlx::query("UPDATE end_users SET failed_logins = 0, locked_until = 0 WHERE id = $1 AND failed_logins <> 0").bind(id).execute(conn).await.db()?;
-    Ok(())
+    crate::clear_failed_sign_ins(conn, "end_users", id).await
 }
 
 pub async fn set_user_password(conn: &mut AnyConnection, id: &str, hash: &str, now: i64) -> Result<(), Error> {
