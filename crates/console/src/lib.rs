@@ -11,6 +11,7 @@ pub mod apps;
 pub mod audit;
 pub mod catalog;
 pub mod merchants;
+pub mod messaging;
 pub mod operators;
 mod platform;
 pub mod principal;

@@ -24,6 +24,8 @@ pub struct ConsoleSettings {
     pub rotation_grace: Duration,
     /// Whether browser session cookies carry `Secure`.
     pub secure_cookies: bool,
+    /// Which addresses webhooks may reach (server-side request forgery rules).
+    pub webhook_targets: portico_core::domain::TargetPolicy,
 }
 
 impl Default for ConsoleSettings {
@@ -36,6 +38,7 @@ impl Default for ConsoleSettings {
             failed_login_delay: Duration::from_millis(200),
             rotation_grace: Duration::from_secs(24 * 3600),
             secure_cookies: true,
+            webhook_targets: Default::default(),
         }
     }
 }

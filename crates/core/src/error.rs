@@ -134,7 +134,7 @@ impl Code {
 }
 
 /// A failure in domain terms. No HTTP in here: the edge maps each variant to a [`Code`].
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// An input field failed validation; `field` is its path in the request (`ip_allowlist[2]`).
     #[error("{field}: {message}")]

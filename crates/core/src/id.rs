@@ -29,6 +29,13 @@ pub fn random_token(prefix: &str, bytes: usize) -> String {
     out
 }
 
+/// `N` random bytes from the operating system's generator (via the thread RNG).
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    rand::thread_rng().fill_bytes(&mut buf);
+    buf
+}
+
 /// Lower-case hex of `bytes`, in one allocation.
 pub fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);

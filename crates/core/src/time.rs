@@ -20,6 +20,21 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     OffsetDateTime::parse(s, &Rfc3339).ok().map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
+/// The platform's day: days start at midnight UTC+8 (seed 001's business day). Returns
+/// (day number since 1970-01-01, seconds left in the day).
+pub fn platform_day(now_secs: i64) -> (i64, u64) {
+    let local = now_secs + 8 * 3600;
+    (local.div_euclid(86_400), (86_400 - local.rem_euclid(86_400)) as u64)
+}
+
+/// `[start, end)` in milliseconds of the platform day written `YYYY-MM-DD`.
+pub fn platform_day_bounds(date: &str) -> Option<(i64, i64)> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    let day = time::Date::parse(date, &format).ok()?;
+    let start = day.midnight().assume_utc().unix_timestamp() - 8 * 3600;
+    Some((start * 1000, (start + 86_400) * 1000))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -29,5 +44,17 @@ mod tests {
         let ms = 1_764_559_757_123;
         assert_eq!(rfc3339(ms), "2025-12-01T03:29:17.123Z");
         assert_eq!(parse_rfc3339(&rfc3339(ms)), Some(ms));
+    }
+
+    #[test]
+    fn platform_days() {
+        let (start, end) = platform_day_bounds("2026-12-01").unwrap();
+        assert_eq!(rfc3339(start), "2026-11-30T16:00:00Z");
+        assert_eq!(end - start, 86_400_000);
+        assert_eq!(platform_day(start / 1000).0, platform_day(end / 1000 - 1).0);
+        assert_eq!(platform_day(end / 1000).0, platform_day(start / 1000).0 + 1);
+        for bad in ["2026-13-01", "26-12-01", "2026-12-01T00:00", ""] {
+            assert!(platform_day_bounds(bad).is_none(), "{bad}");
+        }
     }
 }

@@ -32,17 +32,11 @@ redis.call('SET', KEYS[1], new_tat, 'PX', math.floor((new_tat - now) / 1000) + 1
 return {1, math.floor((now + tolerance + interval - new_tat) / interval)}
 "#;
 
-/// The platform's day: days start at midnight UTC+8. Returns (day number, seconds left).
-fn platform_day(now_secs: i64) -> (i64, u64) {
-    let local = now_secs + 8 * 3600;
-    (local.div_euclid(86_400), (86_400 - local.rem_euclid(86_400)) as u64)
-}
-
 impl Limits {
     /// Counts one call against a daily quota; `Some(seconds until the day ends)` when the
     /// quota is used up (the refused call is not counted).
     pub async fn over_quota(&self, key: &str, quota: u64) -> Option<u64> {
-        let (day, left) = platform_day(portico_core::time::now_ms() / 1000);
+        let (day, left) = portico_core::time::platform_day(portico_core::time::now_ms() / 1000);
         let count = match self {
             Limits::Memory(m) => m.count_day(key, day),
             Limits::Redis { conn, .. } => {
@@ -192,9 +186,9 @@ mod tests {
     fn days_start_at_midnight_utc_plus_8() {
         // 2023-11-14 16:00:00 UTC is midnight in UTC+8.
         let midnight = 1_699_977_600;
-        assert_eq!(platform_day(midnight).0, platform_day(midnight - 1).0 + 1);
-        assert_eq!(platform_day(midnight - 1).1, 1);
-        assert_eq!(platform_day(midnight).1, 86_400);
+        assert_eq!(portico_core::time::platform_day(midnight).0, portico_core::time::platform_day(midnight - 1).0 + 1);
+        assert_eq!(portico_core::time::platform_day(midnight - 1).1, 1);
+        assert_eq!(portico_core::time::platform_day(midnight).1, 86_400);
         let l = RateLimiter::new();
         assert_eq!(l.count_day("k", 5), 1);
         assert_eq!(l.count_day("k", 5), 2);

@@ -23,7 +23,7 @@ use crate::Gateway;
 
 /// Paths that belong to the router, not to the gateway.
 fn routed(path: &str) -> bool {
-    path.starts_with("/oauth2/") || path.starts_with("/users/") || path.starts_with("/.well-known/") || path == "/healthz" || path == "/readyz"
+    path.starts_with("/oauth2/") || path.starts_with("/users/") || path.starts_with("/.well-known/") || path.starts_with("/messages/") || path == "/healthz" || path == "/readyz"
 }
 
 impl Gateway {

@@ -26,6 +26,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub oauth: OAuthConfig,
     pub gateway: GatewayConfig,
+    pub messaging: MessagingConfig,
     pub redis: RedisConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
@@ -88,6 +89,37 @@ pub struct GatewayConfig {
     pub identity_key: String,
     pub app_rate_limit_per_second: u64,
     pub signature_window_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessagingConfig {
+    pub allowed_private_targets: StringList,
+    pub concurrency: usize,
+    pub batch_size: usize,
+    pub lease_secs: u64,
+    pub poll_interval_ms: u64,
+    pub disable_after_secs: u64,
+    pub max_events_per_request: usize,
+    pub amqp_url: String,
+    pub amqp_queue: String,
+}
+
+/// A list given as a TOML array or, from the environment, as one comma-separated string.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StringList {
+    Many(Vec<String>),
+    One(String),
+}
+
+impl StringList {
+    pub fn items(&self) -> Vec<String> {
+        match self {
+            StringList::Many(v) => v.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            StringList::One(s) => s.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -222,6 +254,12 @@ impl Config {
             ("oauth.failure_window_secs", self.oauth.failure_window_secs),
             ("oauth.jwt_key_rotation_days", self.oauth.jwt_key_rotation_days),
             ("gateway.signature_window_secs", self.gateway.signature_window_secs),
+            ("messaging.lease_secs", self.messaging.lease_secs),
+            ("messaging.poll_interval_ms", self.messaging.poll_interval_ms),
+            ("messaging.disable_after_secs", self.messaging.disable_after_secs),
+            ("messaging.concurrency", self.messaging.concurrency as u64),
+            ("messaging.batch_size", self.messaging.batch_size as u64),
+            ("messaging.max_events_per_request", self.messaging.max_events_per_request as u64),
         ] {
             if v == 0 {
                 bail!("invalid configuration: {key} must be greater than 0");
@@ -244,6 +282,14 @@ impl Config {
         }
         if !self.gateway.identity_key.is_empty() && self.gateway.identity_key.len() < 32 {
             bail!("invalid configuration: gateway.identity_key must be at least 32 characters");
+        }
+        portico_core::domain::IpAllowlist::parse("messaging.allowed_private_targets", &self.messaging.allowed_private_targets.items())
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        if self.messaging.lease_secs < 70 {
+            bail!("invalid configuration: messaging.lease_secs must be at least 70 (longer than the largest delivery timeout, 60 s)");
+        }
+        if !self.messaging.amqp_url.is_empty() && !self.messaging.amqp_url.starts_with("amqp://") {
+            bail!("invalid configuration: messaging.amqp_url must start with amqp://");
         }
         if self.http.max_body_bytes < 1024 {
             bail!("invalid configuration: http.max_body_bytes must be at least 1024");
@@ -284,6 +330,22 @@ impl Config {
             failed_login_delay: Duration::from_millis(c.failed_login_delay_ms),
             rotation_grace: Duration::from_secs(c.rotation_grace_secs),
             secure_cookies: c.secure_cookies,
+            webhook_targets: portico_core::domain::TargetPolicy::new(
+                portico_core::domain::IpAllowlist::parse("messaging.allowed_private_targets", &self.messaging.allowed_private_targets.items()).expect("validated at load"),
+            ),
+        }
+    }
+
+    pub fn messaging_settings(&self) -> portico_messaging::MessagingSettings {
+        let m = &self.messaging;
+        portico_messaging::MessagingSettings {
+            concurrency: m.concurrency,
+            batch_size: m.batch_size,
+            lease: Duration::from_secs(m.lease_secs),
+            poll_interval: Duration::from_millis(m.poll_interval_ms),
+            disable_after: Duration::from_secs(m.disable_after_secs),
+            max_events_per_request: m.max_events_per_request,
+            amqp: (!m.amqp_url.is_empty()).then(|| (m.amqp_url.clone(), m.amqp_queue.clone())),
         }
     }
 

@@ -15,6 +15,7 @@ use axum::{
 use portico_auth::MasterKey;
 use portico_console::{operators::Bootstrap, Platform};
 use portico_gateway::Gateway;
+use portico_messaging::Messaging;
 use portico_oauth::OAuth;
 use portico_core::{
     http::{self as envelope, ApiError, Success},
@@ -31,6 +32,7 @@ pub struct App {
     platform: Platform,
     oauth: OAuth,
     gateway: Gateway,
+    messaging: Messaging,
     public: TcpListener,
     console: TcpListener,
     internal: TcpListener,
@@ -69,7 +71,8 @@ impl App {
         let oauth = OAuth::new(platform.clone(), config.oauth_settings(public.local_addr()?, internal.local_addr()?));
         oauth.prepare().await.context("while loading the JWT signing keys")?;
         let gateway = Gateway::start(platform.clone(), oauth.clone(), config.gateway_settings()).await.context("while starting the gateway")?;
-        Ok(App { public, console, internal, platform, oauth, gateway, config })
+        let messaging = Messaging::start(platform.clone(), oauth.clone(), config.messaging_settings()).await.context("while starting message push")?;
+        Ok(App { public, console, internal, platform, oauth, gateway, messaging, config })
     }
 
     pub fn addresses(&self) -> Addresses {
@@ -92,10 +95,14 @@ impl App {
         &self.gateway
     }
 
+    pub fn messaging(&self) -> &Messaging {
+        &self.messaging
+    }
+
     /// Serves until `shutdown` completes, then stops accepting and gives requests in
     /// flight `shutdown.grace_secs` to finish.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let App { config, platform, oauth, gateway, public, console, internal } = self;
+        let App { config, platform, oauth, gateway, messaging, public, console, internal } = self;
         let addrs = Addresses {
             public: public.local_addr()?,
             console: console.local_addr()?,
@@ -108,10 +115,14 @@ impl App {
             .route("/", get(console_page::page))
             .route("/openapi.json", get(move || async move { ([("content-type", "application/json")], openapi_json.clone()) }))
             .merge(api);
-        // The gateway answers every public path the OAuth2 server does not.
         let console_router = console_router.fallback(envelope::route_not_found);
-        let public_router = portico_oauth::api::public_router(oauth.clone()).fallback_service(gateway.public_handler());
-        let internal_router = portico_oauth::api::internal_router(oauth.clone()).merge(gateway.registry_router()).fallback(envelope::route_not_found);
+        // The gateway answers every public path the OAuth2 server and message receiving
+        // do not.
+        let public_router = portico_oauth::api::public_router(oauth.clone()).merge(messaging.public_router()).fallback_service(gateway.public_handler());
+        let internal_router = portico_oauth::api::internal_router(oauth.clone())
+            .merge(gateway.registry_router())
+            .merge(messaging.internal_router())
+            .fallback(envelope::route_not_found);
 
         let mut servers = tokio::task::JoinSet::new();
         {
@@ -171,6 +182,7 @@ impl App {
         }
         janitor.abort();
         revocations.abort();
+        messaging.stop();
         platform.store().close().await;
         tracing::info!("stopped");
         Ok(())

@@ -6,7 +6,8 @@
 //! - **header style** (WeChat Pay v3 pattern): `Authorization: PORTICO-HMAC-SHA256 …` over
 //!   method, path, timestamp, nonce and body ([`header`]).
 //!
-//! It also holds the signed identity the gateway hands to services ([`identity`]).
+//! It also holds the signed identity the gateway hands to services ([`identity`]) and
+//! the Standard Webhooks signatures on message deliveries ([`webhook`]).
 //!
 //! This crate is pure computation, no I/O: the server's verifier (freshness, replay,
 //! credential lookup) and the SDK's signer both build on it, so both sides compute the
@@ -16,6 +17,7 @@ pub mod header;
 pub mod identity;
 pub mod params;
 pub mod timestamp;
+pub mod webhook;
 
 use hmac::{Hmac, Mac};
 use rsa::{pkcs1v15, signature::Verifier as _};

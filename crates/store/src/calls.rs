@@ -34,34 +34,15 @@ pub struct BusinessKeyRecord {
 }
 
 /// Inserts many calls with multi-row statements (50 rows each): the gateway's records
-/// arrive by the thousand, and one statement per row would cost a core. On SQLite the
-/// placeholders are anonymous (`?`): SQLite looks a named one up by walking a list, which
-/// made a 600-parameter statement quadratic (the profile in BENCHMARKS.md).
+/// arrive by the thousand, and one statement per row would cost a core.
 pub async fn insert_calls(conn: &mut AnyConnection, engine: Engine, calls: &[CallRecord]) -> Result<(), Error> {
-    const COLUMNS: usize = 12;
     for chunk in calls.chunks(50) {
-        let mut sql = String::from(
-            "INSERT INTO api_calls (id, at, trace_id, merchant_id, app_id, api, status, code, latency_us, bytes_in, bytes_out, client_ip) VALUES ",
+        let sql = crate::multi_row_insert(
+            engine,
+            "api_calls (id, at, trace_id, merchant_id, app_id, api, status, code, latency_us, bytes_in, bytes_out, client_ip)",
+            chunk.len(),
+            12,
         );
-        for i in 0..chunk.len() {
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push('(');
-            for c in 0..COLUMNS {
-                if c > 0 {
-                    sql.push(',');
-                }
-                match engine {
-                    Engine::Sqlite => sql.push('?'),
-                    Engine::Postgres => {
-                        sql.push('$');
-                        sql.push_str(&(i * COLUMNS + c + 1).to_string());
-                    }
-                }
-            }
-            sql.push(')');
-        }
         let mut q = sqlx::query(&sql);
         for c in chunk {
             q = q

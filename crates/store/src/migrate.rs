@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "jwt_keys", include_str!("../migrations/0003_jwt_keys.sql")),
     (4, "gateway", include_str!("../migrations/0004_gateway.sql")),
     (5, "daily_quota", include_str!("../migrations/0005_daily_quota.sql")),
+    (6, "messaging", include_str!("../migrations/0006_messaging.sql")),
 ];
 
 const LOCK_ID: i64 = 0x706f_7274_6963_6f; // "portico"

@@ -11,6 +11,7 @@ mod apps;
 mod auth;
 mod catalog;
 mod merchants;
+mod messaging;
 mod operators;
 
 use axum::{
@@ -46,6 +47,7 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
         (name = "operators", description = "Platform operators and the audit log"),
         (name = "catalog", description = "API groups, APIs and grant requests"),
         (name = "analytics", description = "Calls through the gateway and business keys"),
+        (name = "messaging", description = "Topics, subscriptions, deliveries and reconciliation files"),
     )
 )]
 struct ApiDoc;
@@ -89,6 +91,7 @@ pub fn router(platform: Platform) -> (Router, utoipa::openapi::OpenApi) {
         .merge(operators::routes())
         .merge(catalog::routes())
         .merge(analytics::routes())
+        .merge(messaging::routes())
         .split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     (router.with_state(platform), doc)

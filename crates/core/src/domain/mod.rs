@@ -5,11 +5,13 @@
 mod cidr;
 mod email;
 mod json_pointer;
+mod target;
 mod text;
 mod url;
 
 pub use cidr::{Cidr, IpAllowlist};
 pub use email::Email;
 pub use json_pointer::JsonPointer;
+pub use target::TargetPolicy;
 pub use text::{Password, Text};
 pub use url::{CallbackUrl, RedirectUri};

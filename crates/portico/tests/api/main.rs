@@ -11,6 +11,7 @@ mod bad_input;
 mod cli;
 mod gateway;
 mod merchants;
+mod messaging;
 mod oauth;
 mod program;
 mod tenancy;

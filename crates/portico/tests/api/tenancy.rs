@@ -36,7 +36,7 @@ engine_test! {
                         "name": "pwned", "integration_mode": "api", "reason": "x", "internal_user_id": "x",
                         "email": "evil@a.cn", "password": "evil password 1", "role": "owner",
                         "company_name": "x", "licence_number": "12345", "contact_name": "x", "contact_phone": "12345", "business_description": "x",
-                        "group": "x",
+                        "group": "x", "topic": "x", "since": "2020-01-01T00:00:00Z",
                     });
                     let res = app.client.request(m.clone(), format!("{}{concrete}", app.console)).bearer_auth(&a_owner).json(&body).send().await.unwrap();
                     let status = res.status();
