@@ -285,8 +285,8 @@ impl Config {
         }
         portico_core::domain::IpAllowlist::parse("messaging.allowed_private_targets", &self.messaging.allowed_private_targets.items())
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-        if self.messaging.lease_secs < 70 {
-            bail!("invalid configuration: messaging.lease_secs must be at least 70 (longer than the largest delivery timeout, 60 s)");
+        if self.messaging.lease_secs < 5 {
+            bail!("invalid configuration: messaging.lease_secs must be at least 5");
         }
         if !self.messaging.amqp_url.is_empty() && !self.messaging.amqp_url.starts_with("amqp://") {
             bail!("invalid configuration: messaging.amqp_url must start with amqp://");

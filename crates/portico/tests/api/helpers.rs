@@ -56,7 +56,7 @@ pub struct TestApp {
     pub master_key: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
 }
 
 /// A fresh PostgreSQL database for one test app.
@@ -133,8 +133,20 @@ impl TestApp {
             owns_database: true,
             stop: Some(stop),
             server: Some(server),
-            _dir: dir,
+            dir: Some(dir),
         }
+    }
+
+    /// Stops serving but keeps the database (and the data directory) for another
+    /// process to open: what a restart looks like.
+    pub async fn detach(mut self) -> Detached {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("clean shutdown");
+        }
+        Detached { database_url: self.database_url.clone(), master_key: self.master_key.clone(), owns_database: self.owns_database, dir: self.dir.take().expect("the data directory") }
     }
 
     pub async fn stop(mut self) {
@@ -219,6 +231,30 @@ impl TestApp {
             .post(&format!("/api/v1/merchants/{merchant}/apps"), Some(token), json!({ "name": "Checkout", "integration_mode": "api" }), StatusCode::CREATED)
             .await;
         v["data"].clone()
+    }
+}
+
+/// A database and master key left behind by [`TestApp::detach`].
+pub struct Detached {
+    pub database_url: String,
+    pub master_key: String,
+    owns_database: bool,
+    pub dir: tempfile::TempDir,
+}
+
+impl Detached {
+    /// Drops the PostgreSQL database if the app had made it.
+    pub async fn remove(self) {
+        if !self.owns_database {
+            return;
+        }
+        if let Ok(admin_url) = std::env::var("PORTICO_TEST_DATABASE_URL") {
+            if let Some(name) = self.database_url.strip_prefix("postgres").and_then(|u| u.rsplit('/').next()) {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&admin_url).await.expect("connect");
+                let _ = sqlx::Executor::execute(&mut conn, format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await;
+            }
+        }
     }
 }
 

@@ -9,6 +9,7 @@ mod accounts;
 mod apps;
 mod bad_input;
 mod cli;
+mod crash;
 mod gateway;
 mod merchants;
 mod messaging;

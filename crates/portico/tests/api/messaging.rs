@@ -648,3 +648,55 @@ engine_test! {
         let _ = a_sub;
     }
 }
+
+/// RabbitMQ ingress, when `PORTICO_TEST_AMQP_URL` names a broker (CI sets it): events put
+/// on the queue are delivered, a bad one is rejected, and nothing is left unacknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_arrive_from_rabbitmq_too() {
+    use lapin::{options::*, types::FieldTable, BasicProperties, Connection, ConnectionProperties};
+    let Ok(url) = std::env::var("PORTICO_TEST_AMQP_URL") else {
+        eprintln!("skipping: set PORTICO_TEST_AMQP_URL (e.g. amqp://guest:guest@127.0.0.1:5672/%2f)");
+        return;
+    };
+    for engine in crate::helpers::engines() {
+        let queue = format!("portico.test.{}", portico_core::id::random_token("", 6));
+        let app = TestApp::spawn_with(
+            engine,
+            &[("PORTICO_MESSAGING__ALLOWED_PRIVATE_TARGETS", "127.0.0.1/32"), ("PORTICO_MESSAGING__AMQP_URL", url.as_str()), ("PORTICO_MESSAGING__AMQP_QUEUE", queue.as_str())],
+        )
+        .await;
+        let receiver = Receiver::start().await;
+        let (_, m, owner, created) = setup(&app, json!({})).await;
+        let app_id = created["app"]["id"].as_str().unwrap();
+        subscribe(&app, &m, &owner, app_id, json!({ "topic": "order.status_changed", "callback_url": receiver.url })).await;
+
+        let conn = Connection::connect(&url, ConnectionProperties::default()).await.expect("connect to RabbitMQ");
+        let channel = conn.create_channel().await.unwrap();
+        channel.queue_declare(&queue, QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default()).await.unwrap();
+        let bodies = [
+            json!({ "topic": "order.status_changed", "business_key": "q-1", "payload": order("q-1", "paid") }).to_string(),
+            "{not json".to_string(),
+            json!({ "topic": "order.status_changed", "payload": { "order_id": 1 } }).to_string(),
+            json!({ "topic": "order.status_changed", "business_key": "q-1", "payload": order("q-1", "shipped") }).to_string(),
+        ];
+        for b in &bodies {
+            channel
+                .basic_publish("", &queue, BasicPublishOptions::default(), b.as_bytes(), BasicProperties::default().with_delivery_mode(2))
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        within(15, "the two good events delivered", || async { receiver.accepted().len() == 2 }).await;
+        let mut seqs: Vec<i64> = receiver.accepted().iter().map(|r| r.json()["seq"].as_i64().unwrap()).collect();
+        seqs.sort();
+        assert_eq!(seqs, vec![1, 2]);
+        within(5, "the queue drained (the bad ones rejected)", || async {
+            let q = channel.queue_declare(&queue, QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await.unwrap();
+            q.message_count() == 0
+        })
+        .await;
+        channel.queue_delete(&queue, QueueDeleteOptions::default()).await.unwrap();
+        app.stop().await;
+    }
+}
