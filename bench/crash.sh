@@ -66,3 +66,4 @@ for db in $DATABASES; do
   unset a_ports b_ports
 done
 echo "lost: $total_lost"
+(( total_lost == 0 ))

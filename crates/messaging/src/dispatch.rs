@@ -24,6 +24,9 @@ use crate::{ingress::EventIn, topics::SUBSCRIPTION_DISABLED, Messaging};
 
 /// Response bodies kept in the attempt log are cut to this many bytes.
 pub const MAX_LOGGED_RESPONSE: usize = 4096;
+/// A due delivery that must wait (strict order, or its subscription at its cap) is looked
+/// at again this much later.
+const DEFER_MS: i64 = 1000;
 /// `Retry-After` is honoured up to a day.
 const MAX_RETRY_AFTER_SECS: u64 = 86_400;
 
@@ -104,7 +107,7 @@ async fn claim(m: &Messaging, limit: usize) -> Result<Vec<Claimed>, Error> {
     let lease_until = now + m.settings().lease.as_millis() as i64;
     let store = m.platform().store();
     let mut tx = store.begin().await?;
-    let claimed = store::claim(&mut tx, store.engine(), now, lease_until, limit).await?;
+    let claimed = store::claim(&mut tx, store.engine(), now, lease_until, limit, DEFER_MS).await?;
     portico_store::commit(tx).await?;
     Ok(claimed)
 }
@@ -217,7 +220,16 @@ async fn attempt(client: &reqwest::Client, policy: &TargetPolicy, c: &Claimed, s
         s => s,
     }
     .to_string();
-    let outcome = Outcome { attempt, subscription_id: d.subscription_id.clone(), lease_until, status, next_at, retry_index };
+    let outcome = Outcome {
+        attempt,
+        subscription_id: d.subscription_id.clone(),
+        lease_until,
+        status,
+        next_at,
+        retry_index,
+        business_key: d.business_key.clone(),
+        ordered: d.ordered != 0,
+    };
     (outcome, disable)
 }
 

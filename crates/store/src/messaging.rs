@@ -3,6 +3,8 @@
 //! the ones an app uses take the app id.
 
 use portico_core::Error;
+use std::collections::HashMap;
+
 use sqlx::{any::AnyRow, AnyConnection, Row};
 
 use crate::{col, multi_row_insert, DbResult, Engine};
@@ -477,31 +479,53 @@ pub struct Claimed {
 /// cap, and (for strict order) not behind an unfinished delivery of the same key. On
 /// PostgreSQL concurrent claimers skip each other's rows (`FOR UPDATE SKIP LOCKED`); on
 /// SQLite the single writer serializes claims. Call inside a transaction.
-pub async fn claim(conn: &mut AnyConnection, engine: Engine, now: i64, lease_until: i64, limit: usize) -> Result<Vec<Claimed>, Error> {
+///
+/// The candidates come from the head of the due index alone (a plan that does not
+/// depend on table statistics, which lag behind a fast-moving queue). Candidates that
+/// must wait (their key's predecessor is unfinished, or their subscription is at its
+/// cap) are moved back by `defer_ms`, so that they do not clog the head for everyone
+/// else; a finished predecessor wakes its successors at once ([`record_outcomes`]).
+pub async fn claim(conn: &mut AnyConnection, engine: Engine, now: i64, lease_until: i64, limit: usize, defer_ms: i64) -> Result<Vec<Claimed>, Error> {
     let lock = match engine {
-        Engine::Postgres => " FOR UPDATE OF d SKIP LOCKED",
+        Engine::Postgres => " FOR UPDATE SKIP LOCKED",
         Engine::Sqlite => "",
     };
     let sql = format!(
-        "SELECT d.id, d.subscription_id, s.max_in_flight FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id \
-         WHERE d.status = 'queued' AND d.next_at <= $1 AND s.state = 'active' \
-         AND (d.ordered = 0 OR NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.subscription_id = d.subscription_id \
-              AND p.business_key = d.business_key AND p.seq < d.seq AND p.status IN ('queued', 'sending'))) \
-         ORDER BY d.next_at LIMIT $2{lock}"
+        "SELECT c.id, c.subscription_id, c.business_key, c.seq, c.ordered, s.max_in_flight, s.state FROM \
+         (SELECT id, subscription_id, business_key, seq, ordered, next_at FROM deliveries \
+          WHERE status = 'queued' AND next_at <= $1 ORDER BY next_at LIMIT $2{lock}) c \
+         JOIN subscriptions s ON s.id = c.subscription_id ORDER BY c.next_at"
     );
     let rows = sqlx::query(&sql).bind(now).bind((limit * 2) as i64).fetch_all(&mut *conn).await.db()?;
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let mut candidates: Vec<(String, String, i64)> = Vec::with_capacity(rows.len());
+    struct Candidate {
+        id: String,
+        sub: String,
+        key: Option<String>,
+        seq: Option<i64>,
+        ordered: bool,
+        cap: i64,
+        active: bool,
+    }
+    let mut candidates = Vec::with_capacity(rows.len());
     for r in &rows {
-        candidates.push((col(r, "id")?, col(r, "subscription_id")?, col(r, "max_in_flight")?));
+        candidates.push(Candidate {
+            id: col(r, "id")?,
+            sub: col(r, "subscription_id")?,
+            key: col(r, "business_key")?,
+            seq: col(r, "seq")?,
+            ordered: col::<i64>(r, "ordered")? != 0,
+            cap: col(r, "max_in_flight")?,
+            active: col::<String>(r, "state")? == "active",
+        });
     }
     // The in-flight cap counts what is being sent now, by any worker.
-    let mut subs: Vec<String> = candidates.iter().map(|c| c.1.clone()).collect();
-    subs.sort();
+    let mut subs: Vec<&str> = candidates.iter().map(|c| c.sub.as_str()).collect();
+    subs.sort_unstable();
     subs.dedup();
-    let mut in_flight: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    let mut in_flight: HashMap<String, i64> = HashMap::new();
     for chunk in subs.chunks(200) {
         let sql = format!(
             "SELECT subscription_id, COUNT(*) AS n FROM deliveries WHERE status = 'sending' AND subscription_id IN ({}) GROUP BY subscription_id",
@@ -509,30 +533,72 @@ pub async fn claim(conn: &mut AnyConnection, engine: Engine, now: i64, lease_unt
         );
         let mut q = sqlx::query(&sql);
         for s in chunk {
-            q = q.bind(s);
+            q = q.bind(*s);
         }
         for r in q.fetch_all(&mut *conn).await.db()? {
             in_flight.insert(col(&r, "subscription_id")?, col(&r, "n")?);
         }
     }
     let mut chosen: Vec<String> = Vec::with_capacity(limit);
-    for (id, sub, cap) in candidates {
-        let n = in_flight.entry(sub).or_insert(0);
-        if *n < cap && chosen.len() < limit {
+    let mut deferred: Vec<String> = Vec::new();
+    let mut parked: Vec<String> = Vec::new();
+    // Strict order: the smallest unfinished seq of each (subscription, key) goes first.
+    let mut ordered_heads: HashMap<(String, String), Option<i64>> = HashMap::new();
+    for c in candidates.iter().filter(|c| c.ordered && c.key.is_some()) {
+        let k = (c.sub.clone(), c.key.clone().unwrap_or_default());
+        if !ordered_heads.contains_key(&k) {
+            let row = sqlx::query(
+                "SELECT MIN(seq) AS seq FROM deliveries WHERE subscription_id = $1 AND business_key = $2 AND status IN ('queued', 'sending')",
+            )
+            .bind(&k.0)
+            .bind(&k.1)
+            .fetch_one(&mut *conn)
+            .await
+            .db()?;
+            ordered_heads.insert(k, col::<Option<i64>>(&row, "seq")?);
+        }
+    }
+    for c in &candidates {
+        if !c.active {
+            parked.push(c.id.clone());
+            continue;
+        }
+        if let (true, Some(key)) = (c.ordered, &c.key) {
+            // Only the key's smallest unfinished seq may go (sequence numbers are unique
+            // per key, so at most one candidate is the head).
+            let head = ordered_heads.get(&(c.sub.clone(), key.clone())).copied().flatten();
+            if head != c.seq {
+                deferred.push(c.id.clone());
+                continue;
+            }
+        }
+        let n = in_flight.entry(c.sub.clone()).or_insert(0);
+        if *n < c.cap && chosen.len() < limit {
             *n += 1;
-            chosen.push(id);
+            chosen.push(c.id.clone());
+        } else if *n >= c.cap {
+            deferred.push(c.id.clone());
+        }
+    }
+    for (ids, next_at) in [(&deferred, Some(now + defer_ms)), (&parked, None)] {
+        for chunk in ids.chunks(200) {
+            let sql = format!("UPDATE deliveries SET next_at = $1 WHERE id IN ({})", placeholders(2, chunk.len()));
+            let mut q = sqlx::query(&sql).bind(next_at);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.execute(&mut *conn).await.db()?;
         }
     }
     let mut out = Vec::with_capacity(chosen.len());
+    let cols = DELIVERY_COLUMNS.split(", ").map(|c| format!("d.{}", c.trim())).collect::<Vec<_>>().join(", ");
     for chunk in chosen.chunks(200) {
-        let list = placeholders(3, chunk.len());
-        let sql = format!("UPDATE deliveries SET status = 'sending', lease_until = $1, updated_at = $2 WHERE id IN ({list})");
+        let sql = format!("UPDATE deliveries SET status = 'sending', lease_until = $1, updated_at = $2 WHERE id IN ({})", placeholders(3, chunk.len()));
         let mut q = sqlx::query(&sql).bind(lease_until).bind(now);
         for id in chunk {
             q = q.bind(id);
         }
         q.execute(&mut *conn).await.db()?;
-        let cols = DELIVERY_COLUMNS.split(", ").map(|c| format!("d.{}", c.trim())).collect::<Vec<_>>().join(", ");
         let sql = format!(
             "SELECT {cols}, e.payload AS payload, e.created_at AS event_created_at FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id IN ({})",
             placeholders(1, chunk.len())
@@ -590,6 +656,10 @@ pub struct Outcome {
     pub status: &'static str,
     pub next_at: Option<i64>,
     pub retry_index: i64,
+    /// The delivery's key and whether its subscription keeps strict order: a finished
+    /// one wakes the key's next delivery.
+    pub business_key: Option<String>,
+    pub ordered: bool,
 }
 
 /// Writes attempts back: each delivery's new state, its attempt log, and its
@@ -619,6 +689,17 @@ pub async fn record_outcomes(conn: &mut AnyConnection, engine: Engine, outcomes:
         }
     }
     insert_attempts(conn, engine, &applied).await?;
+    for o in outcomes.iter().filter(|o| o.ordered && o.status != "queued") {
+        if let Some(key) = &o.business_key {
+            sqlx::query("UPDATE deliveries SET next_at = $1 WHERE subscription_id = $2 AND business_key = $3 AND status = 'queued' AND next_at > $1")
+                .bind(o.attempt.at)
+                .bind(&o.subscription_id)
+                .bind(key)
+                .execute(&mut *conn)
+                .await
+                .db()?;
+        }
+    }
     // Subscription health: the newest success clears the failure clock; a failure starts
     // it if it is not running.
     let mut succeeded: Vec<(&str, i64)> = Vec::new();

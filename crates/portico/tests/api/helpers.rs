@@ -140,31 +140,23 @@ impl TestApp {
     /// Stops serving but keeps the database (and the data directory) for another
     /// process to open: what a restart looks like.
     pub async fn detach(mut self) -> Detached {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            server.await.expect("server task").expect("clean shutdown");
-        }
+        self.halt().await;
         Detached { database_url: self.database_url.clone(), master_key: self.master_key.clone(), owns_database: self.owns_database, dir: self.dir.take().expect("the data directory") }
     }
 
     pub async fn stop(mut self) {
+        self.halt().await;
+        if self.owns_database {
+            drop_test_database(&self.database_url).await;
+        }
+    }
+
+    async fn halt(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(server) = self.server.take() {
             server.await.expect("server task").expect("clean shutdown");
-        }
-        if !self.owns_database {
-            return;
-        }
-        if let Ok(admin_url) = std::env::var("PORTICO_TEST_DATABASE_URL") {
-            if let Some(name) = self.database_url.strip_prefix("postgres").and_then(|u| u.rsplit('/').next()) {
-                use sqlx::Connection;
-                let mut conn = sqlx::PgConnection::connect(&admin_url).await.expect("connect");
-                let _ = sqlx::Executor::execute(&mut conn, format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await;
-            }
         }
     }
 
@@ -245,15 +237,19 @@ pub struct Detached {
 impl Detached {
     /// Drops the PostgreSQL database if the app had made it.
     pub async fn remove(self) {
-        if !self.owns_database {
-            return;
+        if self.owns_database {
+            drop_test_database(&self.database_url).await;
         }
-        if let Ok(admin_url) = std::env::var("PORTICO_TEST_DATABASE_URL") {
-            if let Some(name) = self.database_url.strip_prefix("postgres").and_then(|u| u.rsplit('/').next()) {
-                use sqlx::Connection;
-                let mut conn = sqlx::PgConnection::connect(&admin_url).await.expect("connect");
-                let _ = sqlx::Executor::execute(&mut conn, format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await;
-            }
+    }
+}
+
+/// Drops a database made by [`fresh_postgres_database`] (nothing to do for SQLite).
+async fn drop_test_database(database_url: &str) {
+    if let Ok(admin_url) = std::env::var("PORTICO_TEST_DATABASE_URL") {
+        if let Some(name) = database_url.strip_prefix("postgres").and_then(|u| u.rsplit('/').next()) {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&admin_url).await.expect("connect");
+            let _ = sqlx::Executor::execute(&mut conn, format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await;
         }
     }
 }
