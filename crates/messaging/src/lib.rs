@@ -8,6 +8,7 @@
 //! - [`amqp`]: the same ingress fed from a RabbitMQ queue, acknowledged after commit.
 //! - [`dispatch`]: workers that claim due deliveries with a lease and attempt them.
 //! - [`receive`]: polling and the live channel (server-sent events) for apps.
+//! - `mail`: relays mail to merchants (written in `outbound_emails`) through SMTP.
 //!
 //! The `deliveries` table is the queue: nothing is held only in memory, so a crash at
 //! any point loses no accepted event (a delivery in flight is retried when its lease runs
@@ -16,6 +17,7 @@
 pub mod amqp;
 pub mod dispatch;
 pub mod ingress;
+mod mail;
 pub mod receive;
 mod topics;
 
@@ -24,6 +26,8 @@ use std::{sync::Arc, time::Duration};
 use portico_console::Platform;
 use portico_oauth::OAuth;
 use tokio::sync::Notify;
+
+pub use mail::MailSettings;
 
 /// Tunables, from the `[messaging]` configuration section.
 #[derive(Debug, Clone)]
@@ -42,6 +46,8 @@ pub struct MessagingSettings {
     pub max_events_per_request: usize,
     /// RabbitMQ ingress: (URL, queue).
     pub amqp: Option<(String, String)>,
+    /// Where mail to merchants goes; without it mail stays in `outbound_emails`.
+    pub mail: Option<MailSettings>,
 }
 
 impl Default for MessagingSettings {
@@ -54,6 +60,7 @@ impl Default for MessagingSettings {
             disable_after: Duration::from_secs(5 * 24 * 3600),
             max_events_per_request: 500,
             amqp: None,
+            mail: None,
         }
     }
 }
@@ -82,6 +89,7 @@ impl Messaging {
     /// (if configured) the RabbitMQ consumer.
     pub async fn start(platform: Platform, oauth: OAuth, settings: MessagingSettings) -> Result<Messaging, portico_core::Error> {
         topics::ensure_platform_topics(&platform).await?;
+        let mailer = settings.mail.as_ref().map(mail::Mailer::new).transpose()?;
         let work = Arc::new(Notify::new());
         let (committed, _) = tokio::sync::watch::channel(0u64);
         let ingress = ingress::Writer::start(platform.store().clone(), work.clone(), committed.clone());
@@ -102,6 +110,9 @@ impl Messaging {
             tokio::spawn(dispatch::sweep(messaging.clone())),
             tokio::spawn(messaging.inner.topics.clone().follow()),
         ];
+        if let Some(mailer) = mailer {
+            tasks.push(tokio::spawn(mail::run(messaging.clone(), mailer)));
+        }
         if let Some((url, queue)) = messaging.inner.settings.amqp.clone() {
             tasks.push(tokio::spawn(amqp::consume(messaging.clone(), url, queue)));
         }

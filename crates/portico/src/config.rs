@@ -27,6 +27,7 @@ pub struct Config {
     pub oauth: OAuthConfig,
     pub gateway: GatewayConfig,
     pub messaging: MessagingConfig,
+    pub mail: MailConfig,
     pub redis: RedisConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
@@ -103,6 +104,13 @@ pub struct MessagingConfig {
     pub max_events_per_request: usize,
     pub amqp_url: String,
     pub amqp_queue: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailConfig {
+    pub smtp_url: String,
+    pub from: String,
 }
 
 /// A list given as a TOML array or, from the environment, as one comma-separated string.
@@ -291,6 +299,9 @@ impl Config {
         if !self.messaging.amqp_url.is_empty() && !self.messaging.amqp_url.starts_with("amqp://") {
             bail!("invalid configuration: messaging.amqp_url must start with amqp://");
         }
+        if !self.mail.smtp_url.is_empty() && !(self.mail.smtp_url.starts_with("smtp://") || self.mail.smtp_url.starts_with("smtps://")) {
+            bail!("invalid configuration: mail.smtp_url must start with smtp:// or smtps://");
+        }
         if self.http.max_body_bytes < 1024 {
             bail!("invalid configuration: http.max_body_bytes must be at least 1024");
         }
@@ -346,6 +357,7 @@ impl Config {
             disable_after: Duration::from_secs(m.disable_after_secs),
             max_events_per_request: m.max_events_per_request,
             amqp: (!m.amqp_url.is_empty()).then(|| (m.amqp_url.clone(), m.amqp_queue.clone())),
+            mail: (!self.mail.smtp_url.is_empty()).then(|| portico_messaging::MailSettings { smtp_url: self.mail.smtp_url.clone(), from: self.mail.from.clone() }),
         }
     }
 
@@ -392,6 +404,8 @@ impl Config {
         }
         shown.database.url = mask_url(&shown.database.url);
         shown.redis.url = mask_url(&shown.redis.url);
+        shown.messaging.amqp_url = mask_url(&shown.messaging.amqp_url);
+        shown.mail.smtp_url = mask_url(&shown.mail.smtp_url);
         if !shown.gateway.identity_key.is_empty() {
             shown.gateway.identity_key = "********".into();
         }

@@ -79,7 +79,7 @@ CREATE TABLE deliveries (
     updated_at              BIGINT NOT NULL
 );
 CREATE INDEX deliveries_due ON deliveries (next_at) WHERE status = 'queued';
-CREATE INDEX deliveries_leased ON deliveries (lease_until) WHERE status = 'sending';
+CREATE INDEX deliveries_leased ON deliveries (lease_until, subscription_id) WHERE status = 'sending';
 CREATE INDEX deliveries_app ON deliveries (app_id, id);
 CREATE INDEX deliveries_merchant ON deliveries (merchant_id, created_at);
 CREATE INDEX deliveries_subscription ON deliveries (subscription_id, business_key, seq);

@@ -521,23 +521,17 @@ pub async fn claim(conn: &mut AnyConnection, engine: Engine, now: i64, lease_unt
             active: col::<String>(r, "state")? == "active",
         });
     }
-    // The in-flight cap counts what is being sent now, by any worker.
-    let mut subs: Vec<&str> = candidates.iter().map(|c| c.sub.as_str()).collect();
-    subs.sort_unstable();
-    subs.dedup();
+    // The in-flight cap counts what is being sent now, by any worker: read from the
+    // small partial index of `sending` rows alone (SQLite is told so; left to itself it
+    // may walk every delivery of the subscription instead).
+    let indexed = match engine {
+        Engine::Sqlite => " INDEXED BY deliveries_leased",
+        Engine::Postgres => "",
+    };
     let mut in_flight: HashMap<String, i64> = HashMap::new();
-    for chunk in subs.chunks(200) {
-        let sql = format!(
-            "SELECT subscription_id, COUNT(*) AS n FROM deliveries WHERE status = 'sending' AND subscription_id IN ({}) GROUP BY subscription_id",
-            placeholders(1, chunk.len())
-        );
-        let mut q = sqlx::query(&sql);
-        for s in chunk {
-            q = q.bind(*s);
-        }
-        for r in q.fetch_all(&mut *conn).await.db()? {
-            in_flight.insert(col(&r, "subscription_id")?, col(&r, "n")?);
-        }
+    let sql = format!("SELECT subscription_id, COUNT(*) AS n FROM deliveries{indexed} WHERE status = 'sending' AND lease_until >= 0 GROUP BY subscription_id");
+    for r in sqlx::query(&sql).fetch_all(&mut *conn).await.db()? {
+        in_flight.insert(col(&r, "subscription_id")?, col(&r, "n")?);
     }
     let mut chosen: Vec<String> = Vec::with_capacity(limit);
     let mut deferred: Vec<String> = Vec::new();
@@ -1015,6 +1009,36 @@ pub async fn insert_email(conn: &mut AnyConnection, id: &str, merchant_id: &str,
         .await
         .db()?;
     Ok(())
+}
+
+/// A mail waiting to be sent.
+#[derive(Debug, Clone)]
+pub struct EmailRecord {
+    pub id: String,
+    pub to: String,
+    pub subject: String,
+    pub body: String,
+}
+
+/// Mail not yet sent, oldest first.
+pub async fn unsent_emails(conn: &mut AnyConnection, limit: usize) -> Result<Vec<EmailRecord>, Error> {
+    let rows = sqlx::query("SELECT id, to_address, subject, body FROM outbound_emails WHERE sent_at IS NULL ORDER BY id LIMIT $1")
+        .bind(limit as i64)
+        .fetch_all(conn)
+        .await
+        .db()?;
+    rows.iter().map(|r| Ok(EmailRecord { id: col(r, "id")?, to: col(r, "to_address")?, subject: col(r, "subject")?, body: col(r, "body")? })).collect()
+}
+
+/// Marks a mail sent (`Some(time)`: only if it was not; the claim before sending) or
+/// unsent again (`None`: the send failed). Returns whether the row changed.
+pub async fn mark_email_sent(conn: &mut AnyConnection, id: &str, at: Option<i64>) -> Result<bool, Error> {
+    let sql = match at {
+        Some(_) => "UPDATE outbound_emails SET sent_at = $1 WHERE id = $2 AND sent_at IS NULL",
+        None => "UPDATE outbound_emails SET sent_at = $1 WHERE id = $2",
+    };
+    let done = sqlx::query(sql).bind(at).bind(id).execute(conn).await.db()?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// (to, subject) of the mail written for a merchant, oldest first.

@@ -397,22 +397,99 @@ engine_test! {
     }
 }
 
-engine_test! {
-    env [("PORTICO_MESSAGING__ALLOWED_PRIVATE_TARGETS", "127.0.0.1/32"), ("PORTICO_MESSAGING__DISABLE_AFTER_SECS", "2")]
-    async fn a_subscription_failing_too_long_is_disabled(app: &TestApp) {
+/// A minimal SMTP server that keeps every message it is given.
+struct SmtpSink {
+    url: String,
+    messages: Arc<Mutex<Vec<String>>>,
+}
+
+impl SmtpSink {
+    async fn start() -> SmtpSink {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("smtp://{}", listener.local_addr().unwrap());
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let kept = messages.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let kept = kept.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    write.write_all(b"220 sink ESMTP\r\n").await.unwrap();
+                    let mut data: Option<String> = None;
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        if let Some(body) = data.as_mut() {
+                            if line == "." {
+                                kept.lock().unwrap().push(data.take().unwrap());
+                                write.write_all(b"250 queued\r\n").await.unwrap();
+                            } else {
+                                body.push_str(&line);
+                                body.push('\n');
+                            }
+                            continue;
+                        }
+                        let verb = line.split(' ').next().unwrap_or_default().to_ascii_uppercase();
+                        let answer: &[u8] = match verb.as_str() {
+                            "EHLO" => b"250-sink\r\n250 8BITMIME\r\n",
+                            "DATA" => {
+                                data = Some(String::new());
+                                b"354 go on\r\n"
+                            }
+                            "QUIT" => {
+                                write.write_all(b"221 bye\r\n").await.unwrap();
+                                return;
+                            }
+                            _ => b"250 ok\r\n",
+                        };
+                        write.write_all(answer).await.unwrap();
+                    }
+                });
+            }
+        });
+        SmtpSink { url, messages }
+    }
+}
+
+/// Five days without a success (two seconds here) disables a subscription; the owner is
+/// mailed through SMTP and the merchant's apps get the operational event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_failing_too_long_is_disabled_and_the_owner_mailed() {
+    for engine in crate::helpers::engines() {
+        let smtp = SmtpSink::start().await;
+        let app = TestApp::spawn_with(
+            engine,
+            &[
+                ("PORTICO_MESSAGING__ALLOWED_PRIVATE_TARGETS", "127.0.0.1/32"),
+                ("PORTICO_MESSAGING__DISABLE_AFTER_SECS", "2"),
+                ("PORTICO_MAIL__SMTP_URL", smtp.url.as_str()),
+                ("PORTICO_MAIL__FROM", "Portico <noreply@portico.test>"),
+            ],
+        )
+        .await;
         let receiver = Receiver::start().await;
         receiver.answer(500);
-        let (_, m, owner, created) = setup(app, json!({ "retry_schedule": [1, 1, 1, 1, 1, 1, 1, 1, 1, 1] })).await;
+        let (_, m, owner, created) = setup(&app, json!({ "retry_schedule": [1, 1, 1, 1, 1, 1, 1, 1, 1, 1] })).await;
         let app_id = created["app"]["id"].as_str().unwrap();
-        let (sub, _) = subscribe(app, &m, &owner, app_id, json!({ "topic": "order.status_changed", "callback_url": receiver.url })).await;
-        publish(app, json!({ "topic": "order.status_changed", "payload": order("o-1", "paid") })).await;
+        let (sub, _) = subscribe(&app, &m, &owner, app_id, json!({ "topic": "order.status_changed", "callback_url": receiver.url })).await;
+        subscribe(&app, &m, &owner, app_id, json!({ "topic": "portico.subscription_disabled" })).await;
+        publish(&app, json!({ "topic": "order.status_changed", "payload": order("o-1", "paid") })).await;
         within(15, "the failing subscription disabled", || async {
             let s = app.get(&format!("/api/v1/merchants/{m}/subscriptions/{sub}"), &owner, StatusCode::OK).await;
             s["data"]["state"] == "disabled" && s["data"]["disabled_reason"].as_str().unwrap().contains("no successful delivery")
         })
         .await;
+        within(10, "the mail sent", || async { !smtp.messages.lock().unwrap().is_empty() }).await;
+        let mail = smtp.messages.lock().unwrap()[0].clone();
+        assert!(mail.contains("To: owner@shop.cn"), "{mail}");
+        assert!(mail.contains(&sub), "{mail}");
+        let events = app.get(&format!("/api/v1/merchants/{m}/deliveries?topic=portico.subscription_disabled"), &owner, StatusCode::OK).await;
+        assert_eq!(events["data"]["items"].as_array().unwrap().len(), 1);
         let mut conn = app.platform.store().read().await.unwrap();
-        assert_eq!(portico_store::messaging::emails(&mut conn, &m).await.unwrap().len(), 1);
+        assert!(portico_store::messaging::unsent_emails(&mut conn, 10).await.unwrap().is_empty());
+        drop(conn);
+        app.stop().await;
     }
 }
 
