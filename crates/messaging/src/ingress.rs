@@ -213,6 +213,8 @@ async fn commit(store: &Store, jobs: &[&[Prepared]]) -> Result<Vec<Vec<Accepted>
     let mut deliveries = Vec::new();
     let mut targets: HashMap<(String, Option<String>, Option<String>), Vec<Target>> = HashMap::new();
     let mut seen_keys: HashMap<String, Accepted> = HashMap::new();
+    let keys: Vec<&str> = jobs.iter().flat_map(|j| j.iter()).filter_map(|p| p.idempotency_key.as_deref()).collect();
+    let mut stored = if keys.is_empty() { HashMap::new() } else { store::events_by_idempotency_keys(&mut tx, &keys).await? };
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
         let mut answers = Vec::with_capacity(job.len());
@@ -222,9 +224,11 @@ async fn commit(store: &Store, jobs: &[&[Prepared]]) -> Result<Vec<Vec<Accepted>
                     answers.push(Accepted { duplicate: true, ..first.clone() });
                     continue;
                 }
-                if let Some(first) = store::event_by_idempotency_key(&mut tx, key).await? {
+                if let Some(first) = stored.remove(key) {
                     let ids = store::deliveries_of_event(&mut tx, &first.id).await?.into_iter().map(|d| d.id).collect();
-                    answers.push(Accepted { event_id: first.id, seq: first.seq, deliveries: ids, duplicate: true });
+                    let accepted = Accepted { event_id: first.id, seq: first.seq, deliveries: ids, duplicate: true };
+                    seen_keys.insert(key.clone(), accepted.clone());
+                    answers.push(accepted);
                     continue;
                 }
             }

@@ -202,15 +202,17 @@ pub(crate) async fn clear_failed_sign_ins(conn: &mut Conn, table: &'static str, 
 }
 
 /// `INSERT INTO {table_and_columns} VALUES (…), (…)` with placeholders for `rows` rows of
-/// `columns` values. On SQLite the placeholders are anonymous (`?`): SQLite looks a named
-/// one up by walking a list, which made a 600-parameter statement quadratic (the profile
-/// in BENCHMARKS.md).
+/// `columns` values.
 pub(crate) fn multi_row_insert(engine: Engine, table_and_columns: &str, rows: usize, columns: usize) -> String {
+    format!("INSERT INTO {table_and_columns} VALUES {}", values_list(engine, rows, columns))
+}
+
+/// `(…), (…)`: placeholders for `rows` rows of `columns` values, numbered from `$1`. On
+/// SQLite they are anonymous (`?`): SQLite looks a named one up by walking a list, which
+/// made a 600-parameter statement quadratic (the profile in BENCHMARKS.md).
+pub(crate) fn values_list(engine: Engine, rows: usize, columns: usize) -> String {
     use std::fmt::Write;
-    let mut sql = String::with_capacity(32 + table_and_columns.len() + rows * columns * 5);
-    sql.push_str("INSERT INTO ");
-    sql.push_str(table_and_columns);
-    sql.push_str(" VALUES ");
+    let mut sql = String::with_capacity(rows * columns * 5);
     for i in 0..rows {
         sql.push_str(if i == 0 { "(" } else { ",(" });
         for c in 0..columns {

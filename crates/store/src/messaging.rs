@@ -356,9 +356,21 @@ pub async fn insert_events(conn: &mut AnyConnection, engine: Engine, events: &[E
     Ok(())
 }
 
-pub async fn event_by_idempotency_key(conn: &mut AnyConnection, key: &str) -> Result<Option<EventRecord>, Error> {
-    let row = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE idempotency_key = $1")).bind(key).fetch_optional(conn).await.db()?;
-    row.as_ref().map(EventRecord::from_row).transpose()
+/// The events already stored under any of `keys`, by idempotency key.
+pub async fn events_by_idempotency_keys(conn: &mut AnyConnection, keys: &[&str]) -> Result<HashMap<String, EventRecord>, Error> {
+    let mut out = HashMap::new();
+    for chunk in keys.chunks(200) {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE idempotency_key IN ({})", placeholders(1, chunk.len()));
+        let mut q = sqlx::query(&sql);
+        for k in chunk {
+            q = q.bind(*k);
+        }
+        for r in q.fetch_all(&mut *conn).await.db()? {
+            let e = EventRecord::from_row(&r)?;
+            out.insert(e.idempotency_key.clone().unwrap_or_default(), e);
+        }
+    }
+    Ok(out)
 }
 
 /// The next sequence number of a business key (1 for its first event).
@@ -659,29 +671,34 @@ pub struct Outcome {
 /// Writes attempts back: each delivery's new state, its attempt log, and its
 /// subscription's health. Call inside a transaction. Returns the outcomes that applied.
 pub async fn record_outcomes(conn: &mut AnyConnection, engine: Engine, outcomes: &[Outcome]) -> Result<usize, Error> {
-    let mut applied: Vec<&AttemptRecord> = Vec::with_capacity(outcomes.len());
-    for o in outcomes {
-        let a = &o.attempt;
-        let done = sqlx::query(
-            "UPDATE deliveries SET status = $1, attempts = attempts + 1, retry_index = $2, next_at = $3, lease_until = NULL, \
-             last_attempt_at = $4, last_status = $5, last_error = $6, updated_at = $4 \
-             WHERE id = $7 AND status = 'sending' AND lease_until = $8",
-        )
-        .bind(o.status)
-        .bind(o.retry_index)
-        .bind(o.next_at)
-        .bind(a.at)
-        .bind(a.status_code)
-        .bind(&a.error)
-        .bind(&a.delivery_id)
-        .bind(o.lease_until)
-        .execute(&mut *conn)
-        .await
-        .db()?;
-        if done.rows_affected() == 1 {
-            applied.push(a);
+    // One statement per hundred outcomes (`UPDATE … FROM (VALUES …)`, both engines),
+    // returning the ids whose lease still held.
+    let mut held: std::collections::HashSet<String> = std::collections::HashSet::with_capacity(outcomes.len());
+    for chunk in outcomes.chunks(100) {
+        let sql = format!(
+            "UPDATE deliveries SET status = v.column2, attempts = attempts + 1, retry_index = v.column3, next_at = v.column4, lease_until = NULL, \
+             last_attempt_at = v.column5, last_status = v.column6, last_error = v.column7, updated_at = v.column5 \
+             FROM (VALUES {}) AS v WHERE deliveries.id = v.column1 AND deliveries.status = 'sending' AND deliveries.lease_until = v.column8 \
+             RETURNING deliveries.id",
+            crate::values_list(engine, chunk.len(), 8)
+        );
+        let mut q = sqlx::query(&sql);
+        for o in chunk {
+            q = q
+                .bind(&o.attempt.delivery_id)
+                .bind(o.status)
+                .bind(o.retry_index)
+                .bind(o.next_at)
+                .bind(o.attempt.at)
+                .bind(o.attempt.status_code)
+                .bind(&o.attempt.error)
+                .bind(o.lease_until);
+        }
+        for r in q.fetch_all(&mut *conn).await.db()? {
+            held.insert(r.try_get::<String, _>(0).db()?);
         }
     }
+    let applied: Vec<&AttemptRecord> = outcomes.iter().map(|o| &o.attempt).filter(|a| held.contains(&a.delivery_id)).collect();
     insert_attempts(conn, engine, &applied).await?;
     for o in outcomes.iter().filter(|o| o.ordered && o.status != "queued") {
         if let Some(key) = &o.business_key {
