@@ -596,25 +596,37 @@ pub async fn claim(conn: &mut AnyConnection, engine: Engine, now: i64, lease_unt
             q.execute(&mut *conn).await.db()?;
         }
     }
+    // Two statements per chunk, each by primary key (a join here is at the mercy of
+    // the planner's statistics, which a fast queue leaves behind).
     let mut out = Vec::with_capacity(chosen.len());
-    let cols = DELIVERY_COLUMNS.split(", ").map(|c| format!("d.{}", c.trim())).collect::<Vec<_>>().join(", ");
     for chunk in chosen.chunks(200) {
-        let sql = format!("UPDATE deliveries SET status = 'sending', lease_until = $1, updated_at = $2 WHERE id IN ({})", placeholders(3, chunk.len()));
+        let sql = format!(
+            "UPDATE deliveries SET status = 'sending', lease_until = $1, updated_at = $2 WHERE id IN ({}) RETURNING {DELIVERY_COLUMNS}",
+            placeholders(3, chunk.len())
+        );
         let mut q = sqlx::query(&sql).bind(lease_until).bind(now);
         for id in chunk {
             q = q.bind(id);
         }
-        q.execute(&mut *conn).await.db()?;
-        let sql = format!(
-            "SELECT {cols}, e.payload AS payload, e.created_at AS event_created_at FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id IN ({})",
-            placeholders(1, chunk.len())
-        );
-        let mut q = sqlx::query(&sql);
-        for id in chunk {
-            q = q.bind(id);
+        let claimed: Vec<DeliveryRecord> = q.fetch_all(&mut *conn).await.db()?.iter().map(DeliveryRecord::from_row).collect::<Result<_, _>>()?;
+        if claimed.is_empty() {
+            continue;
         }
+        let mut event_ids: Vec<&str> = claimed.iter().map(|d| d.event_id.as_str()).collect();
+        event_ids.sort_unstable();
+        event_ids.dedup();
+        let sql = format!("SELECT id, payload, created_at FROM events WHERE id IN ({})", placeholders(1, event_ids.len()));
+        let mut q = sqlx::query(&sql);
+        for id in &event_ids {
+            q = q.bind(*id);
+        }
+        let mut events: HashMap<String, (String, i64)> = HashMap::with_capacity(event_ids.len());
         for r in q.fetch_all(&mut *conn).await.db()? {
-            out.push(Claimed { delivery: DeliveryRecord::from_row(&r)?, payload: col(&r, "payload")?, event_created_at: col(&r, "event_created_at")? });
+            events.insert(col(&r, "id")?, (col(&r, "payload")?, col(&r, "created_at")?));
+        }
+        for delivery in claimed {
+            let (payload, event_created_at) = events.get(&delivery.event_id).cloned().ok_or_else(|| Error::Internal(format!("delivery {} has no event", delivery.id)))?;
+            out.push(Claimed { delivery, payload, event_created_at });
         }
     }
     out.sort_by(|a, b| a.delivery.next_at.cmp(&b.delivery.next_at).then_with(|| a.delivery.id.cmp(&b.delivery.id)));
