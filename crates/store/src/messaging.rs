@@ -479,12 +479,7 @@ pub async fn deliveries_of_event(conn: &mut AnyConnection, event_id: &str) -> Re
 }
 
 /// A claimed delivery with what an attempt needs.
-#[derive(Debug, Clone)]
-pub struct Claimed {
-    pub delivery: DeliveryRecord,
-    pub payload: String,
-    pub event_created_at: i64,
-}
+pub type Claimed = DeliveryWithPayload;
 
 /// Claims up to `limit` due deliveries for one worker until `lease_until`: `queued` with
 /// `next_at <= now`, of an active subscription, not beyond the subscription's in-flight
@@ -609,25 +604,7 @@ pub async fn claim(conn: &mut AnyConnection, engine: Engine, now: i64, lease_unt
             q = q.bind(id);
         }
         let claimed: Vec<DeliveryRecord> = q.fetch_all(&mut *conn).await.db()?.iter().map(DeliveryRecord::from_row).collect::<Result<_, _>>()?;
-        if claimed.is_empty() {
-            continue;
-        }
-        let mut event_ids: Vec<&str> = claimed.iter().map(|d| d.event_id.as_str()).collect();
-        event_ids.sort_unstable();
-        event_ids.dedup();
-        let sql = format!("SELECT id, payload, created_at FROM events WHERE id IN ({})", placeholders(1, event_ids.len()));
-        let mut q = sqlx::query(&sql);
-        for id in &event_ids {
-            q = q.bind(*id);
-        }
-        let mut events: HashMap<String, (String, i64)> = HashMap::with_capacity(event_ids.len());
-        for r in q.fetch_all(&mut *conn).await.db()? {
-            events.insert(col(&r, "id")?, (col(&r, "payload")?, col(&r, "created_at")?));
-        }
-        for delivery in claimed {
-            let (payload, event_created_at) = events.get(&delivery.event_id).cloned().ok_or_else(|| Error::Internal(format!("delivery {} has no event", delivery.id)))?;
-            out.push(Claimed { delivery, payload, event_created_at });
-        }
+        out.extend(with_payloads(&mut *conn, claimed).await?);
     }
     out.sort_by(|a, b| a.delivery.next_at.cmp(&b.delivery.next_at).then_with(|| a.delivery.id.cmp(&b.delivery.id)));
     Ok(out)
@@ -793,12 +770,30 @@ pub struct DeliveryWithPayload {
     pub event_created_at: i64,
 }
 
-fn with_payload(r: &AnyRow) -> Result<DeliveryWithPayload, Error> {
-    Ok(DeliveryWithPayload { delivery: DeliveryRecord::from_row(r)?, payload: col(r, "payload")?, event_created_at: col(r, "event_created_at")? })
-}
-
-fn delivery_columns_of_d() -> String {
-    DELIVERY_COLUMNS.split(", ").map(|c| format!("d.{}", c.trim())).collect::<Vec<_>>().join(", ")
+/// Adds their events' payloads to deliveries, reading the events by primary key (a join
+/// is at the mercy of the planner's statistics, which a fast queue leaves behind).
+async fn with_payloads(conn: &mut AnyConnection, deliveries: Vec<DeliveryRecord>) -> Result<Vec<DeliveryWithPayload>, Error> {
+    let mut event_ids: Vec<&str> = deliveries.iter().map(|d| d.event_id.as_str()).collect();
+    event_ids.sort_unstable();
+    event_ids.dedup();
+    let mut events: HashMap<String, (String, i64)> = HashMap::with_capacity(event_ids.len());
+    for chunk in event_ids.chunks(200) {
+        let sql = format!("SELECT id, payload, created_at FROM events WHERE id IN ({})", placeholders(1, chunk.len()));
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for r in q.fetch_all(&mut *conn).await.db()? {
+            events.insert(col(&r, "id")?, (col(&r, "payload")?, col(&r, "created_at")?));
+        }
+    }
+    deliveries
+        .into_iter()
+        .map(|delivery| {
+            let (payload, event_created_at) = events.get(&delivery.event_id).cloned().ok_or_else(|| Error::Internal(format!("delivery {} has no event", delivery.id)))?;
+            Ok(DeliveryWithPayload { delivery, payload, event_created_at })
+        })
+        .collect()
 }
 
 /// An app's deliveries after `after` (by id), oldest first, made before `created_before`;
@@ -812,9 +807,8 @@ pub async fn app_deliveries(
     limit: usize,
 ) -> Result<Vec<DeliveryWithPayload>, Error> {
     let sql = format!(
-        "SELECT {}, e.payload AS payload, e.created_at AS event_created_at FROM deliveries d JOIN events e ON e.id = d.event_id \
-         WHERE d.app_id = $1 AND ($2 IS NULL OR d.id > $2) AND d.created_at < $3 AND ($4 = 0 OR d.status <> 'sent') ORDER BY d.id LIMIT $5",
-        delivery_columns_of_d()
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE app_id = $1 AND ($2 IS NULL OR id > $2) AND created_at < $3 AND ($4 = 0 OR status <> 'sent') \
+         ORDER BY id LIMIT $5"
     );
     let rows = sqlx::query(&sql)
         .bind(app_id)
@@ -822,10 +816,11 @@ pub async fn app_deliveries(
         .bind(created_before)
         .bind(pending_only as i64)
         .bind(limit as i64)
-        .fetch_all(conn)
+        .fetch_all(&mut *conn)
         .await
         .db()?;
-    rows.iter().map(with_payload).collect()
+    let deliveries = rows.iter().map(DeliveryRecord::from_row).collect::<Result<Vec<_>, _>>()?;
+    with_payloads(conn, deliveries).await
 }
 
 /// Marks an app's deliveries acknowledged (sent) and logs it; ids of other apps and
@@ -906,13 +901,14 @@ pub async fn search_deliveries(conn: &mut AnyConnection, merchant_id: &str, f: &
 }
 
 pub async fn delivery(conn: &mut AnyConnection, merchant_id: &str, id: &str) -> Result<Option<DeliveryWithPayload>, Error> {
-    let sql = format!(
-        "SELECT {}, e.payload AS payload, e.created_at AS event_created_at FROM deliveries d JOIN events e ON e.id = d.event_id \
-         WHERE d.id = $1 AND d.merchant_id = $2",
-        delivery_columns_of_d()
-    );
-    let row = sqlx::query(&sql).bind(id).bind(merchant_id).fetch_optional(conn).await.db()?;
-    row.as_ref().map(with_payload).transpose()
+    let row = sqlx::query(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1 AND merchant_id = $2"))
+        .bind(id)
+        .bind(merchant_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .db()?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(with_payloads(conn, vec![DeliveryRecord::from_row(&row)?]).await?.pop())
 }
 
 pub async fn attempts(conn: &mut AnyConnection, merchant_id: &str, delivery_id: &str) -> Result<Vec<AttemptRecord>, Error> {
