@@ -111,6 +111,9 @@ impl Messaging {
 
     async fn prepare(&self, e: EventIn, source: &'static str) -> Result<Prepared, Error> {
         let topic = self.inner.topics.get(&e.topic).await?.filter(|t| t.record.state == "published").ok_or_else(|| Error::validation("topic", "no such published topic"))?;
+        if topic.record.group_name == PLATFORM_GROUP && source != "platform" {
+            return Err(Error::validation("topic", "is the platform's own; only Portico publishes it"));
+        }
         for (field, v, max) in [("merchant_id", &e.merchant_id, 64), ("app_id", &e.app_id, 64), ("business_key", &e.business_key, 128), ("idempotency_key", &e.idempotency_key, 128)] {
             if let Some(v) = v {
                 if v.is_empty() || v.len() > max || v.chars().any(char::is_control) {

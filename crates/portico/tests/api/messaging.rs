@@ -266,6 +266,7 @@ engine_test! {
         let (admin, m, _, _) = setup(app, json!({ "max_payload_bytes": 200 })).await;
         for (event, field) in [
             (json!({ "topic": "order.nope", "payload": {} }), "topic"),
+            (json!({ "topic": "portico.subscription_disabled", "payload": { "subscription_id": "s", "app_id": "a", "topic": "t", "reason": "r" } }), "topic"),
             (json!({ "topic": "order.status_changed", "payload": { "order_id": "o-1" } }), "payload"),
             (json!({ "topic": "order.status_changed", "payload": { "order_id": 7, "status": "paid" } }), "payload/order_id"),
             (json!({ "topic": "order.status_changed", "payload": { "order_id": "x".repeat(300), "status": "paid" } }), "payload"),
