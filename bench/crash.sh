@@ -43,9 +43,7 @@ for db in $DATABASES; do
       wait "$pump"
       ;;
     postgres)
-      pg_db="portico_crash_$$"
-      psql -q -h 127.0.0.1 -U postgres -d test -c "CREATE DATABASE $pg_db" >/dev/null
-      url="postgres://postgres@127.0.0.1:5432/$pg_db"
+      new_pg_database "portico_crash_$$"
       start_portico a "$url" PORTICO_MESSAGING__LEASE_SECS=$LEASE
       start_portico b "$url" PORTICO_MESSAGING__LEASE_SECS=$LEASE
       setup "$a_console"

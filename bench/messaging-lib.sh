@@ -57,6 +57,13 @@ start_portico() {
   echo "portico $name did not start:"; cat "$work/$name.log"; exit 1
 }
 
+# new_pg_database NAME: a fresh database on the local PostgreSQL (dropped on exit); sets $url.
+new_pg_database() {
+  pg_db=$1
+  psql -q -h 127.0.0.1 -U postgres -d test -c "CREATE DATABASE $pg_db" >/dev/null
+  url="postgres://postgres@127.0.0.1:5432/$pg_db"
+}
+
 sink_port=$(free_port)
 sink_url="http://127.0.0.1:$sink_port"
 

@@ -21,9 +21,7 @@ for db in $DATABASES; do
   case $db in
     sqlite) url="sqlite://$work/bench-$db.db?mode=rwc" ;;
     postgres)
-      pg_db="portico_bench_$$"
-      psql -q -h 127.0.0.1 -U postgres -d test -c "CREATE DATABASE $pg_db" >/dev/null
-      url="postgres://postgres@127.0.0.1:5432/$pg_db" ;;
+      new_pg_database "portico_bench_$$" ;;
   esac
   sink_port=$(free_port); sink_url="http://127.0.0.1:$sink_port"
   start_portico p "$url"

@@ -494,9 +494,6 @@ impl Platform {
 
     pub async fn deliveries(&self, actor: &Principal, merchant_id: &str, q: &DeliveryQuery, page: &PageRequest) -> Result<Page<DeliveryOut>, Error> {
         actor.can_see(merchant_id)?;
-        let time = |field: &str, v: &Option<String>| -> Result<Option<i64>, Error> {
-            v.as_deref().map(|s| parse_rfc3339(s).ok_or_else(|| Error::validation(field, "must be an RFC 3339 time, e.g. 2026-12-01T08:00:00Z"))).transpose()
-        };
         if let Some(s) = &q.status {
             if !["queued", "sending", "sent", "failed"].contains(&s.as_str()) {
                 return Err(Error::validation("status", "must be queued, sending, sent or failed"));
@@ -509,8 +506,8 @@ impl Platform {
             business_key: q.business_key.clone(),
             topic: q.topic.clone(),
             status: q.status.clone(),
-            from: time("from", &q.from)?,
-            to: time("to", &q.to)?,
+            from: q.from.as_deref().map(|s| time_field("from", s)).transpose()?,
+            to: q.to.as_deref().map(|s| time_field("to", s)).transpose()?,
             before_id: page.after.clone(),
         };
         let mut conn = self.store().read().await?;
@@ -556,7 +553,7 @@ impl Platform {
     /// Queues again every failed delivery of a subscription created since a time.
     pub async fn recover_subscription(&self, actor: &Principal, merchant_id: &str, id: &str, input: RecoverIn) -> Result<RecoverOut, Error> {
         actor.can_manage_apps(merchant_id).or_else(|e| if actor.role() == Role::BusinessManager { Ok(()) } else { Err(e) })?;
-        let since = parse_rfc3339(&input.since).ok_or_else(|| Error::validation("since", "must be an RFC 3339 time, e.g. 2026-12-01T08:00:00Z"))?;
+        let since = time_field("since", &input.since)?;
         let now = now_ms();
         let mut tx = self.store().begin().await?;
         let s = store::subscription(&mut tx, merchant_id, id).await?.ok_or(Error::NotFound("subscription"))?;
@@ -635,6 +632,11 @@ fn csv_field(v: &str) -> String {
     } else {
         v
     }
+}
+
+/// An RFC 3339 time in milliseconds, or an error naming `field`.
+fn time_field(field: &str, s: &str) -> Result<i64, Error> {
+    parse_rfc3339(s).ok_or_else(|| Error::validation(field, "must be an RFC 3339 time, e.g. 2026-12-01T08:00:00Z"))
 }
 
 fn bounded(field: &str, v: u64, min: u64, max: u64) -> Result<i64, Error> {

@@ -202,6 +202,13 @@ pub fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
+/// The token of an `Authorization: Bearer <token>` value (either capitalization of the
+/// scheme), trimmed; `None` for any other value.
+pub fn bearer(value: &axum::http::HeaderValue) -> Option<&str> {
+    let v = value.to_str().ok()?;
+    v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim)
+}
+
 /// Fallback for unknown routes.
 pub async fn route_not_found() -> ApiError {
     ApiError::new(Code::RouteNotFound, "no such route")

@@ -33,13 +33,19 @@ impl PageQuery {
             return Err(Error::validation("limit", format!("must be between 1 and {MAX_LIMIT}")));
         }
         let after = match &self.cursor {
-            Some(c) if c.is_empty() || c.len() > 64 || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => {
+            Some(c) if !is_id_like(c) => {
                 return Err(Error::validation("cursor", "is not a cursor this API returned"));
             }
             other => other.clone(),
         };
         Ok(PageRequest { limit, after })
     }
+}
+
+/// Whether `s` could be an id this platform made (and so a cursor): 1 to 64 ASCII
+/// letters, digits and `_`.
+pub fn is_id_like(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 impl Default for PageRequest {

@@ -22,7 +22,7 @@ use axum::{
 use futures_util::stream::{self, Stream};
 use portico_console::messaging::delivery_body;
 use portico_core::{
-    http::{ApiError, ApiJson, ApiResult, Success},
+    http::{bearer, ApiError, ApiJson, ApiResult, Success},
     time::{now_ms, rfc3339},
     Code, Error,
 };
@@ -57,11 +57,9 @@ impl FromRequestParts<Messaging> for App {
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(|t| t.trim().to_string())
+            .and_then(bearer)
             .ok_or_else(|| ApiError::new(Code::Unauthenticated, "Authorization must be `Bearer <the app's access token>`"))?;
-        Ok(m.app_of(&token).await?)
+        Ok(m.app_of(token).await?)
     }
 }
 
@@ -134,7 +132,7 @@ fn polled(d: &DeliveryWithPayload) -> Polled {
 
 fn check_cursor(field: &str, c: &Option<String>) -> Result<(), Error> {
     match c {
-        Some(c) if c.is_empty() || c.len() > 64 || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => Err(Error::validation(field, "is not a delivery id")),
+        Some(c) if !portico_core::page::is_id_like(c) => Err(Error::validation(field, "is not a delivery id")),
         _ => Ok(()),
     }
 }

@@ -20,7 +20,7 @@ use axum::{
     Router,
 };
 use portico_core::{
-    http::{cookie, ApiError},
+    http::{bearer, cookie, ApiError},
     Code, Error,
 };
 use serde::Serialize;
@@ -105,12 +105,7 @@ impl FromRequestParts<Platform> for Actor {
 
     async fn from_request_parts(parts: &mut Parts, platform: &Platform) -> Result<Self, Self::Rejection> {
         if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
-            let token = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-                .map(str::trim)
-                .ok_or_else(|| ApiError::new(Code::Unauthenticated, "Authorization must be `Bearer <access token>`"))?;
+            let token = bearer(value).ok_or_else(|| ApiError::new(Code::Unauthenticated, "Authorization must be `Bearer <access token>`"))?;
             return Ok(Actor(platform.authenticate(token, "access").await?));
         }
         if let Some(session) = cookie(&parts.headers, SESSION_COOKIE) {

@@ -32,6 +32,12 @@ struct ReceiverState {
     script: Mutex<Vec<u16>>,
     received: Mutex<Vec<Received>>,
     calls: AtomicUsize,
+    /// How long each answer takes, in milliseconds.
+    delay_ms: std::sync::atomic::AtomicU64,
+    /// `Retry-After` seconds sent with 429 and 503 (0: none).
+    retry_after: std::sync::atomic::AtomicU64,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
 }
 
 #[derive(Debug, Clone)]
@@ -41,6 +47,7 @@ pub struct Received {
     pub signature: String,
     pub body: String,
     pub status: u16,
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -51,8 +58,15 @@ impl Received {
 
 impl Receiver {
     pub async fn start() -> Receiver {
-        async fn hook(State(s): State<Arc<ReceiverState>>, headers: HeaderMap, body: String) -> (axum::http::StatusCode, &'static str) {
+        async fn hook(State(s): State<Arc<ReceiverState>>, headers: HeaderMap, body: String) -> (axum::http::StatusCode, HeaderMap, &'static str) {
             s.calls.fetch_add(1, Ordering::SeqCst);
+            let now = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            s.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            let delay = s.delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            s.in_flight.fetch_sub(1, Ordering::SeqCst);
             let status = {
                 let mut script = s.script.lock().unwrap();
                 if script.is_empty() {
@@ -62,8 +76,13 @@ impl Receiver {
                 }
             };
             let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-            s.received.lock().unwrap().push(Received { id: h("webhook-id"), timestamp: h("webhook-timestamp"), signature: h("webhook-signature"), body, status });
-            (axum::http::StatusCode::from_u16(status).unwrap(), "ok")
+            s.received.lock().unwrap().push(Received { id: h("webhook-id"), timestamp: h("webhook-timestamp"), signature: h("webhook-signature"), body, status, at: std::time::Instant::now() });
+            let mut answer_headers = HeaderMap::new();
+            let retry_after = s.retry_after.load(Ordering::SeqCst);
+            if retry_after > 0 && (status == 429 || status == 503) {
+                answer_headers.insert("retry-after", retry_after.to_string().parse().unwrap());
+            }
+            (axum::http::StatusCode::from_u16(status).unwrap(), answer_headers, "ok")
         }
         let state = Arc::new(ReceiverState { answer: AtomicU16::new(200), ..Default::default() });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -92,6 +111,18 @@ impl Receiver {
 
     pub fn calls(&self) -> usize {
         self.state.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn delay(&self, ms: u64) {
+        self.state.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    pub fn retry_after(&self, secs: u64) {
+        self.state.retry_after.store(secs, Ordering::SeqCst);
+    }
+
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight.load(Ordering::SeqCst)
     }
 }
 
@@ -776,5 +807,51 @@ async fn events_arrive_from_rabbitmq_too() {
         .await;
         channel.queue_delete(&queue, QueueDeleteOptions::default()).await.unwrap();
         app.stop().await;
+    }
+}
+
+engine_test! {
+    env [("PORTICO_MESSAGING__ALLOWED_PRIVATE_TARGETS", "127.0.0.1/32")]
+    async fn caps_timeouts_and_retry_after_are_honoured(app: &TestApp) {
+        let receiver = Receiver::start().await;
+        let (_, m, owner, created) = setup(app, json!({})).await;
+        let app_id = created["app"]["id"].as_str().unwrap();
+        subscribe(app, &m, &owner, app_id, json!({ "topic": "order.status_changed", "callback_url": receiver.url, "max_in_flight": 2, "timeout_ms": 300 })).await;
+        // At most two attempts at once, however many are due.
+        receiver.delay(150);
+        let res = app
+            .client
+            .post(format!("{}/messages/v1/events/batch", app.internal))
+            .json(&json!({ "events": (0..8).map(|i| json!({ "topic": "order.status_changed", "payload": order(&format!("c-{i}"), "paid") })).collect::<Vec<_>>() }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        within(20, "eight deliveries", || async { receiver.accepted().len() == 8 }).await;
+        assert!(receiver.max_in_flight() <= 2, "in flight at once: {}", receiver.max_in_flight());
+        // An answer slower than the subscription's timeout is a failure, logged as such.
+        receiver.delay(1000);
+        let (_, v) = publish(app, json!({ "topic": "order.status_changed", "payload": order("t-1", "paid") })).await;
+        let slow = v["data"]["deliveries"][0].as_str().unwrap().to_string();
+        within(10, "the timed-out attempt logged", || async {
+            let d = delivery_status(app, &m, &owner, &slow).await;
+            d["attempts"].as_array().is_some_and(|a| !a.is_empty())
+        })
+        .await;
+        let d = delivery_status(app, &m, &owner, &slow).await;
+        assert_eq!(d["attempts"][0]["outcome"], "retry");
+        assert!(d["attempts"][0]["error"].as_str().unwrap().contains("no answer within 300 ms"), "{d}");
+        receiver.delay(0);
+        within(10, "the retry", || async { delivery_status(app, &m, &owner, &slow).await["delivery"]["status"] == "sent" }).await;
+        // 429 with Retry-After: the next attempt waits the receiver's three seconds, not
+        // the schedule's one.
+        receiver.retry_after(3);
+        receiver.script(&[429]);
+        let (_, v) = publish(app, json!({ "topic": "order.status_changed", "payload": order("r-1", "paid") })).await;
+        let id = v["data"]["deliveries"][0].as_str().unwrap().to_string();
+        within(15, "the delivery after Retry-After", || async { receiver.accepted().iter().any(|r| r.id == id) }).await;
+        let tries: Vec<std::time::Instant> = receiver.received().iter().filter(|r| r.id == id).map(|r| r.at).collect();
+        assert_eq!(tries.len(), 2);
+        assert!(tries[1] - tries[0] >= Duration::from_millis(2900), "waited {:?}", tries[1] - tries[0]);
     }
 }
