@@ -18,7 +18,7 @@ use portico_signing::webhook::{signature_header, WebhookKey};
 use portico_store::messaging::{self as store, AttemptRecord, Claimed, Outcome, SubscriptionRecord};
 use rand::Rng;
 use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::{ingress::EventIn, topics::SUBSCRIPTION_DISABLED, Messaging};
 
@@ -37,8 +37,48 @@ struct Sub {
     schedule: Vec<u64>,
 }
 
-/// Claims and attempts deliveries until the task is aborted.
-pub(crate) async fn run(m: Messaging) {
+/// This instance's attempt slots, and the way ingress hands over the deliveries it
+/// claimed itself as it stored them (see [`crate::ingress`]). Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Slots {
+    slots: Arc<Semaphore>,
+    handoff: mpsc::UnboundedSender<Vec<Ready>>,
+}
+
+/// A claimed delivery with the attempt slot it will run in.
+pub(crate) type Ready = (Claimed, OwnedSemaphorePermit);
+
+impl Slots {
+    pub fn new(concurrency: usize) -> (Slots, mpsc::UnboundedReceiver<Vec<Ready>>) {
+        let (handoff, handoffs) = mpsc::unbounded_channel();
+        (Slots { slots: Arc::new(Semaphore::new(concurrency)), handoff }, handoffs)
+    }
+
+    /// Takes up to `n` free attempt slots, without waiting.
+    pub fn reserve(&self, n: usize) -> Vec<OwnedSemaphorePermit> {
+        let mut out = Vec::with_capacity(n.min(self.slots.available_permits()));
+        while out.len() < n {
+            match self.slots.clone().try_acquire_owned() {
+                Ok(p) => out.push(p),
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// Gives the dispatcher deliveries claimed (and committed) elsewhere. If it has
+    /// stopped, their leases run out and they are claimed again.
+    pub fn hand_over(&self, ready: Vec<Ready>) {
+        if !ready.is_empty() {
+            let _ = self.handoff.send(ready);
+        }
+    }
+}
+
+/// Attempts deliveries until the task is aborted: those ingress hands over, and those
+/// claimed from the queue (retries, deliveries that found no free slot, other
+/// instances' expired leases).
+pub(crate) async fn run(m: Messaging, mut handoffs: mpsc::UnboundedReceiver<Vec<Ready>>) {
     let settings = m.settings().clone();
     let policy = Arc::new(m.platform().settings().webhook_targets.clone());
     let client = match http_client((*policy).clone()) {
@@ -48,56 +88,87 @@ pub(crate) async fn run(m: Messaging) {
             return;
         }
     };
-    let slots = Arc::new(Semaphore::new(settings.concurrency));
+    let slots = m.inner.slots.clone();
     let (results, outcomes) = mpsc::channel::<(Outcome, Option<Disable>)>(settings.concurrency * 2);
     let writer = tokio::spawn(write_outcomes(m.clone(), outcomes));
-    loop {
-        let free = slots.available_permits();
-        if free == 0 {
-            // Wait until an attempt ends.
-            drop(slots.acquire().await);
-            continue;
+    let launcher = Launcher { m: m.clone(), client, policy, results };
+    let handed_over = async {
+        while let Some(ready) = handoffs.recv().await {
+            launcher.launch(ready).await;
         }
-        let want = free.min(settings.batch_size);
-        let claimed = match claim(&m, want).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot claim deliveries; trying again shortly");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let claimed = async {
+        loop {
+            if slots.slots.available_permits() == 0 {
+                // Wait until an attempt ends.
+                drop(slots.slots.acquire().await);
                 continue;
             }
-        };
-        let n = claimed.len();
-        if n > 0 {
-            match load_subscriptions(&m, &claimed).await {
-                Ok(subs) => {
-                    for c in claimed {
-                        let Some(sub) = subs.get(&c.delivery.subscription_id).cloned() else { continue };
-                        let permit = slots.clone().try_acquire_owned().expect("claimed no more than the free slots");
-                        let client = client.clone();
-                        let policy = policy.clone();
-                        let results = results.clone();
-                        let lease_until = c.delivery.lease_until.unwrap_or_default();
-                        tokio::spawn(async move {
-                            let outcome = attempt(&client, &policy, &c, &sub, lease_until).await;
-                            let _ = results.send(outcome).await;
-                            drop(permit);
-                        });
-                    }
+            let mut permits = slots.reserve(settings.batch_size);
+            let want = permits.len();
+            let claimed = match claim(&m, want).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot claim deliveries; trying again shortly");
+                    drop(permits);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
                 }
-                // The leases run out and the deliveries are taken again.
-                Err(e) => tracing::warn!(error = %e, "cannot load subscriptions of claimed deliveries"),
+            };
+            let n = claimed.len();
+            launcher.launch(claimed.into_iter().zip(permits.drain(..)).collect()).await;
+            drop(permits);
+            if n < want {
+                tokio::select! {
+                    _ = m.inner.work.notified() => {}
+                    _ = tokio::time::sleep(settings.poll_interval) => {}
+                }
+            }
+            if writer.is_finished() {
+                tracing::error!("the delivery result writer stopped; deliveries stop");
+                return;
             }
         }
-        if n < want {
-            tokio::select! {
-                _ = m.inner.work.notified() => {}
-                _ = tokio::time::sleep(settings.poll_interval) => {}
-            }
-        }
-        if writer.is_finished() {
-            tracing::error!("the delivery result writer stopped; deliveries stop");
+    };
+    tokio::select! {
+        _ = handed_over => {}
+        _ = claimed => {}
+    }
+}
+
+/// Starts attempts, each as its own task holding its slot until its outcome is queued
+/// for the writer.
+struct Launcher {
+    m: Messaging,
+    client: reqwest::Client,
+    policy: Arc<TargetPolicy>,
+    results: mpsc::Sender<(Outcome, Option<Disable>)>,
+}
+
+impl Launcher {
+    async fn launch(&self, ready: Vec<Ready>) {
+        if ready.is_empty() {
             return;
+        }
+        let subs = match load_subscriptions(&self.m, &ready).await {
+            Ok(subs) => subs,
+            Err(e) => {
+                // The leases run out and the deliveries are taken again.
+                tracing::warn!(error = %e, "cannot load subscriptions of claimed deliveries");
+                return;
+            }
+        };
+        for (c, permit) in ready {
+            let Some(sub) = subs.get(&c.delivery.subscription_id).cloned() else { continue };
+            let client = self.client.clone();
+            let policy = self.policy.clone();
+            let results = self.results.clone();
+            let lease_until = c.delivery.lease_until.unwrap_or_default();
+            tokio::spawn(async move {
+                let outcome = attempt(&client, &policy, &c, &sub, lease_until).await;
+                let _ = results.send(outcome).await;
+                drop(permit);
+            });
         }
     }
 }
@@ -112,8 +183,8 @@ async fn claim(m: &Messaging, limit: usize) -> Result<Vec<Claimed>, Error> {
     Ok(claimed)
 }
 
-async fn load_subscriptions(m: &Messaging, claimed: &[Claimed]) -> Result<HashMap<String, Arc<Sub>>, Error> {
-    let mut ids: Vec<String> = claimed.iter().map(|c| c.delivery.subscription_id.clone()).collect();
+async fn load_subscriptions(m: &Messaging, ready: &[Ready]) -> Result<HashMap<String, Arc<Sub>>, Error> {
+    let mut ids: Vec<String> = ready.iter().map(|(c, _)| c.delivery.subscription_id.clone()).collect();
     ids.sort();
     ids.dedup();
     let records = {

@@ -3,8 +3,15 @@
 //! event and one delivery per matching subscription are committed. Requests that arrive
 //! together are committed together (group commit): one transaction, one fsync, for many
 //! callers, each answered only after that commit.
+//!
+//! Fresh deliveries that can be attempted at once (their subscription pushes, is under
+//! its in-flight cap, and does not keep strict order by key) and find a free attempt slot
+//! on this instance are stored already claimed (`sending`, under a lease) and handed to
+//! the dispatcher after the commit, with no claim query between; the others are stored
+//! `queued` for the dispatcher's claims. Either way the row is committed before anyone
+//! attempts it, and a crash leaves it to be retried when its lease runs out.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use axum::{extract::State, routing::post, Router};
 use portico_console::messaging::PLATFORM_GROUP;
@@ -15,13 +22,13 @@ use portico_core::{
     Error,
 };
 use portico_store::{
-    messaging::{self as store, DeliveryRecord, EventRecord, Target},
+    messaging::{self as store, Claimed, DeliveryRecord, EventRecord, Target},
     Store,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::Messaging;
+use crate::{dispatch::Slots, Messaging};
 
 /// One event, as internal systems publish it (over HTTP or RabbitMQ).
 #[derive(Debug, Clone, Deserialize)]
@@ -158,7 +165,8 @@ pub(crate) struct Writer {
 const GROUP_EVENTS: usize = 2000;
 
 impl Writer {
-    pub fn start(store: Store, work: Arc<Notify>, committed: tokio::sync::watch::Sender<u64>) -> Writer {
+    pub fn start(store: Store, work: Arc<Notify>, committed: tokio::sync::watch::Sender<u64>, slots: Slots, lease: Duration) -> Writer {
+        let handoff = Handoff { slots, lease_ms: lease.as_millis() as i64 };
         let (tx, mut rx) = mpsc::channel::<(Vec<Prepared>, Reply)>(4096);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
@@ -174,8 +182,11 @@ impl Writer {
                     }
                 }
                 let refs: Vec<&[Prepared]> = jobs.iter().map(|j| j.0.as_slice()).collect();
-                match commit(&store, &refs).await {
-                    Ok(results) => {
+                match commit(&store, &refs, &handoff).await {
+                    Ok((results, queued)) => {
+                        if queued {
+                            work.notify_one();
+                        }
                         for ((_, reply), result) in jobs.into_iter().zip(results) {
                             let _ = reply.send(Ok(result));
                         }
@@ -184,7 +195,7 @@ impl Writer {
                     // another instance) must not fail the others: each on its own.
                     Err(_) if jobs.len() > 1 => {
                         for (events, reply) in jobs {
-                            let result = commit(&store, &[events.as_slice()]).await.map(|mut r| r.remove(0));
+                            let result = commit(&store, &[events.as_slice()], &handoff).await.map(|(mut r, _)| r.remove(0));
                             let _ = reply.send(result);
                         }
                     }
@@ -194,7 +205,6 @@ impl Writer {
                         }
                     }
                 }
-                work.notify_one();
                 committed.send_modify(|n| *n = n.wrapping_add(1));
             }
         });
@@ -208,12 +218,22 @@ impl Writer {
     }
 }
 
-/// Stores the events of several requests and their deliveries in one transaction.
-async fn commit(store: &Store, jobs: &[&[Prepared]]) -> Result<Vec<Vec<Accepted>>, Error> {
+/// Where ingress hands fresh deliveries to this instance's dispatcher.
+struct Handoff {
+    slots: Slots,
+    lease_ms: i64,
+}
+
+/// Stores the events of several requests and their deliveries in one transaction, the
+/// deliveries that find a free attempt slot already claimed (handed over after the
+/// commit). Returns the answers, and whether deliveries were queued for a claim.
+async fn commit(store: &Store, jobs: &[&[Prepared]], handoff: &Handoff) -> Result<(Vec<Vec<Accepted>>, bool), Error> {
     let now = now_ms();
     let mut tx = store.begin().await?;
     let mut events = Vec::new();
     let mut deliveries = Vec::new();
+    // The index in `events` of each delivery's event.
+    let mut event_of = Vec::new();
     let mut targets: HashMap<(String, Option<String>, Option<String>), Vec<Target>> = HashMap::new();
     let mut seen_keys: HashMap<String, Accepted> = HashMap::new();
     let keys: Vec<&str> = jobs.iter().flat_map(|j| j.iter()).filter_map(|p| p.idempotency_key.as_deref()).collect();
@@ -249,6 +269,7 @@ async fn commit(store: &Store, jobs: &[&[Prepared]]) -> Result<Vec<Vec<Accepted>
             for t in &targets[&key] {
                 let id = new_id("msg");
                 ids.push(id.clone());
+                event_of.push(events.len());
                 deliveries.push(DeliveryRecord {
                     id,
                     event_id: event_id.clone(),
@@ -291,8 +312,42 @@ async fn commit(store: &Store, jobs: &[&[Prepared]]) -> Result<Vec<Vec<Accepted>
         }
         results.push(answers);
     }
+    // Claim what can go at once: within each subscription's cap (counted as the
+    // dispatcher's claims count it) and this instance's free slots.
+    let can_go = |d: &DeliveryRecord| d.next_at.is_some() && !(d.ordered != 0 && d.business_key.is_some());
+    let mut permits = handoff.slots.reserve(deliveries.iter().filter(|d| can_go(d)).count());
+    let mut ready = Vec::with_capacity(permits.len());
+    if !permits.is_empty() {
+        let caps: HashMap<&str, i64> = targets.values().flatten().map(|t| (t.subscription_id.as_str(), t.max_in_flight)).collect();
+        let mut in_flight = store::in_flight_counts(&mut tx, store.engine()).await?;
+        for (i, d) in deliveries.iter_mut().enumerate() {
+            if !can_go(d) {
+                continue;
+            }
+            let n = in_flight.entry(d.subscription_id.clone()).or_insert(0);
+            if *n >= caps.get(d.subscription_id.as_str()).copied().unwrap_or(0) {
+                continue;
+            }
+            let Some(permit) = permits.pop() else { break };
+            *n += 1;
+            d.status = "sending".into();
+            d.lease_until = Some(now + handoff.lease_ms);
+            ready.push((i, permit));
+        }
+    }
+    drop(permits);
+    let queued = deliveries.iter().any(|d| d.status == "queued" && d.next_at.is_some());
     store::insert_events(&mut tx, store.engine(), &events).await?;
     store::insert_deliveries(&mut tx, store.engine(), &deliveries).await?;
     portico_store::commit(tx).await?;
-    Ok(results)
+    handoff.slots.hand_over(
+        ready
+            .into_iter()
+            .map(|(i, permit)| {
+                let payload = events[event_of[i]].payload.clone();
+                (Claimed { delivery: std::mem::take(&mut deliveries[i]), payload, event_created_at: now }, permit)
+            })
+            .collect(),
+    );
+    Ok((results, queued))
 }

@@ -12,7 +12,9 @@
 //!
 //! The `deliveries` table is the queue: nothing is held only in memory, so a crash at
 //! any point loses no accepted event (a delivery in flight is retried when its lease runs
-//! out).
+//! out). Ingress stores a fresh delivery already claimed when this instance has a free
+//! attempt slot for it and hands it to the dispatcher after the commit: the common case
+//! costs no claim query, and the row is under a lease like any claimed one.
 
 pub mod amqp;
 pub mod dispatch;
@@ -77,6 +79,9 @@ struct Inner {
     settings: MessagingSettings,
     topics: topics::Topics,
     ingress: ingress::Writer,
+    /// Attempt slots, shared by the dispatcher and ingress (which hands fresh
+    /// deliveries straight to free slots).
+    slots: dispatch::Slots,
     /// Wakes the dispatcher when new work is committed on this instance.
     work: Arc<Notify>,
     /// Wakes live-channel streams when deliveries are committed on this instance.
@@ -92,7 +97,8 @@ impl Messaging {
         let mailer = settings.mail.as_ref().map(mail::Mailer::new).transpose()?;
         let work = Arc::new(Notify::new());
         let (committed, _) = tokio::sync::watch::channel(0u64);
-        let ingress = ingress::Writer::start(platform.store().clone(), work.clone(), committed.clone());
+        let (slots, handoffs) = dispatch::Slots::new(settings.concurrency);
+        let ingress = ingress::Writer::start(platform.store().clone(), work.clone(), committed.clone(), slots.clone(), settings.lease);
         let messaging = Messaging {
             inner: Arc::new(Inner {
                 topics: topics::Topics::new(platform.clone()),
@@ -100,13 +106,14 @@ impl Messaging {
                 oauth,
                 settings,
                 ingress,
+                slots,
                 work,
                 committed,
                 tasks: std::sync::Mutex::new(Vec::new()),
             }),
         };
         let mut tasks = vec![
-            tokio::spawn(dispatch::run(messaging.clone())),
+            tokio::spawn(dispatch::run(messaging.clone(), handoffs)),
             tokio::spawn(dispatch::sweep(messaging.clone())),
             tokio::spawn(messaging.inner.topics.clone().follow()),
         ];

@@ -244,6 +244,8 @@ pub struct Target {
     /// otherwise they wait, for polling or for the subscription to be enabled again.
     pub push: bool,
     pub strict_order: bool,
+    /// Its deliveries being attempted at once, at most.
+    pub max_in_flight: i64,
 }
 
 /// Subscriptions to `topic` (disabled ones too: their deliveries wait), optionally
@@ -251,7 +253,7 @@ pub struct Target {
 /// holds that grant.
 pub async fn targets(conn: &mut AnyConnection, topic: &str, group: Option<&str>, merchant_id: Option<&str>, app_id: Option<&str>) -> Result<Vec<Target>, Error> {
     let rows = sqlx::query(
-        "SELECT s.id, s.merchant_id, s.app_id, s.callback_url, s.strict_order, s.state FROM subscriptions s \
+        "SELECT s.id, s.merchant_id, s.app_id, s.callback_url, s.strict_order, s.max_in_flight, s.state FROM subscriptions s \
          WHERE s.topic = $1 AND ($3 IS NULL OR s.merchant_id = $3) AND ($4 IS NULL OR s.app_id = $4) \
          AND ($2 IS NULL OR EXISTS (SELECT 1 FROM app_grants g WHERE g.app_id = s.app_id AND g.scope = $2)) ORDER BY s.id",
     )
@@ -270,6 +272,7 @@ pub async fn targets(conn: &mut AnyConnection, topic: &str, group: Option<&str>,
                 app_id: col(r, "app_id")?,
                 push: col::<Option<String>>(r, "callback_url")?.is_some() && col::<String>(r, "state")? == "active",
                 strict_order: col::<i64>(r, "strict_order")? != 0,
+                max_in_flight: col(r, "max_in_flight")?,
             })
         })
         .collect()
@@ -386,7 +389,7 @@ pub async fn next_seq(conn: &mut AnyConnection, business_key: &str) -> Result<i6
     row.try_get::<i64, _>(0).db()
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct DeliveryRecord {
     pub id: String,
     pub event_id: String,
@@ -528,18 +531,7 @@ pub async fn claim(conn: &mut AnyConnection, engine: Engine, now: i64, lease_unt
             active: col::<String>(r, "state")? == "active",
         });
     }
-    // The in-flight cap counts what is being sent now, by any worker: read from the
-    // small partial index of `sending` rows alone (SQLite is told so; left to itself it
-    // may walk every delivery of the subscription instead).
-    let indexed = match engine {
-        Engine::Sqlite => " INDEXED BY deliveries_leased",
-        Engine::Postgres => "",
-    };
-    let mut in_flight: HashMap<String, i64> = HashMap::new();
-    let sql = format!("SELECT subscription_id, COUNT(*) AS n FROM deliveries{indexed} WHERE status = 'sending' AND lease_until >= 0 GROUP BY subscription_id");
-    for r in sqlx::query(&sql).fetch_all(&mut *conn).await.db()? {
-        in_flight.insert(col(&r, "subscription_id")?, col(&r, "n")?);
-    }
+    let mut in_flight = in_flight_counts(&mut *conn, engine).await?;
     let mut chosen: Vec<String> = Vec::with_capacity(limit);
     let mut deferred: Vec<String> = Vec::new();
     let mut parked: Vec<String> = Vec::new();
@@ -607,6 +599,22 @@ pub async fn claim(conn: &mut AnyConnection, engine: Engine, now: i64, lease_unt
         out.extend(with_payloads(&mut *conn, claimed).await?);
     }
     out.sort_by(|a, b| a.delivery.next_at.cmp(&b.delivery.next_at).then_with(|| a.delivery.id.cmp(&b.delivery.id)));
+    Ok(out)
+}
+
+/// Deliveries being attempted now (`sending`), by any worker, per subscription: what
+/// the in-flight cap counts. Read from the small partial index of `sending` rows alone
+/// (SQLite is told so; left to itself it may walk every delivery of the subscription).
+pub async fn in_flight_counts(conn: &mut AnyConnection, engine: Engine) -> Result<HashMap<String, i64>, Error> {
+    let indexed = match engine {
+        Engine::Sqlite => " INDEXED BY deliveries_leased",
+        Engine::Postgres => "",
+    };
+    let sql = format!("SELECT subscription_id, COUNT(*) AS n FROM deliveries{indexed} WHERE status = 'sending' AND lease_until >= 0 GROUP BY subscription_id");
+    let mut out = HashMap::new();
+    for r in sqlx::query(&sql).fetch_all(conn).await.db()? {
+        out.insert(col(&r, "subscription_id")?, col(&r, "n")?);
+    }
     Ok(out)
 }
 
