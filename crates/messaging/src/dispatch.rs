@@ -1,8 +1,9 @@
-//! The delivery workers. A claimer takes due deliveries from the `deliveries` table with
-//! a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL; the single writer on SQLite), never
-//! more than the free attempt slots; each attempt runs as its own task; a result writer
-//! commits outcomes in batches (the delivery's new state, the attempt log, the
-//! subscription's health). A delivery whose worker dies stays `sending` until its lease
+//! The delivery workers. Attempts run in this instance's slots ([`Slots`]): ingress
+//! hands over fresh deliveries it stored already claimed, and a claimer takes the other
+//! due deliveries from the `deliveries` table with a lease (`FOR UPDATE SKIP LOCKED` on
+//! PostgreSQL; the single writer on SQLite), never more than the free slots; each attempt
+//! runs as its own task; a result writer commits outcomes in batches (the delivery's new
+//! state, the attempt log, the subscription's health). A delivery whose worker dies stays `sending` until its lease
 //! runs out, then any instance takes it again: at least once, never lost.
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
@@ -377,27 +378,36 @@ impl reqwest::dns::Resolve for GuardedResolver {
     }
 }
 
-/// Commits outcomes in batches; disables subscriptions that answered 410.
+/// Commits outcomes in batches; disables subscriptions that answered 410. On PostgreSQL
+/// several batches commit at once (their rows differ, and commits share the log's
+/// flushes); SQLite has one writer, so one at a time.
 async fn write_outcomes(m: Messaging, mut rx: mpsc::Receiver<(Outcome, Option<Disable>)>) {
+    let at_once = match m.platform().store().engine() {
+        portico_store::Engine::Postgres => 4,
+        portico_store::Engine::Sqlite => 1,
+    };
+    let mut running = tokio::task::JoinSet::new();
     let mut batch = Vec::with_capacity(512);
     while rx.recv_many(&mut batch, 512).await > 0 {
+        while running.len() >= at_once {
+            running.join_next().await;
+        }
         let (outcomes, disables): (Vec<Outcome>, Vec<Option<Disable>>) = batch.drain(..).unzip();
         let disables: Vec<Disable> = disables.into_iter().flatten().collect();
-        loop {
-            match write_batch(&m, &outcomes, &disables).await {
-                Ok(()) => break,
-                Err(e) => {
-                    // Keep the outcomes until the database takes them; if the leases run
-                    // out first, the deliveries are attempted again (at least once).
-                    tracing::warn!(error = %e, "cannot record delivery outcomes; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
+        let m = m.clone();
+        running.spawn(async move {
+            while let Err(e) = write_batch(&m, &outcomes, &disables).await {
+                // Keep the outcomes until the database takes them; if the leases run
+                // out first, the deliveries are attempted again (at least once).
+                tracing::warn!(error = %e, "cannot record delivery outcomes; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
-        }
-        // Outcomes may have freed strict-order successors or in-flight slots.
-        m.inner.work.notify_one();
-        m.inner.committed.send_modify(|n| *n = n.wrapping_add(1));
+            // Outcomes may have freed strict-order successors or in-flight slots.
+            m.inner.work.notify_one();
+            m.inner.committed.send_modify(|n| *n = n.wrapping_add(1));
+        });
     }
+    while running.join_next().await.is_some() {}
 }
 
 async fn write_batch(m: &Messaging, outcomes: &[Outcome], disables: &[Disable]) -> Result<(), Error> {

@@ -709,7 +709,9 @@ pub async fn record_outcomes(conn: &mut AnyConnection, engine: Engine, outcomes:
         }
     }
     // Subscription health: the newest success clears the failure clock; a failure starts
-    // it if it is not running.
+    // it if it is not running. `last_success_at` moves in steps of a second, so that
+    // concurrent writers of a busy subscription seldom queue for its row; rows are
+    // updated in id order, so that concurrent writers never deadlock on two of them.
     let mut succeeded: Vec<(&str, i64)> = Vec::new();
     let mut failed: Vec<(&str, i64)> = Vec::new();
     for o in outcomes {
@@ -720,8 +722,19 @@ pub async fn record_outcomes(conn: &mut AnyConnection, engine: Engine, outcomes:
             list.push((&o.subscription_id, o.attempt.at));
         }
     }
+    succeeded.sort_unstable();
+    failed.sort_unstable();
     for (sub, at) in &succeeded {
-        sqlx::query("UPDATE subscriptions SET last_success_at = $1, failing_since = NULL WHERE id = $2").bind(at).bind(sub).execute(&mut *conn).await.db()?;
+        sqlx::query(
+            "UPDATE subscriptions SET last_success_at = $1, failing_since = NULL \
+             WHERE id = $2 AND (failing_since IS NOT NULL OR last_success_at IS NULL OR last_success_at < $3)",
+        )
+        .bind(at)
+        .bind(sub)
+        .bind(at - 1000)
+        .execute(&mut *conn)
+        .await
+        .db()?;
     }
     for (sub, at) in &failed {
         if succeeded.iter().any(|(s, _)| s == sub) {
