@@ -380,12 +380,10 @@ impl reqwest::dns::Resolve for GuardedResolver {
 
 /// Commits outcomes in batches; disables subscriptions that answered 410. On PostgreSQL
 /// several batches commit at once (their rows differ, and commits share the log's
-/// flushes); SQLite has one writer, so one at a time.
+/// flushes), on up to half the pool's connections (at most 8); SQLite has one writer, so
+/// one at a time.
 async fn write_outcomes(m: Messaging, mut rx: mpsc::Receiver<(Outcome, Option<Disable>)>) {
-    let at_once = match m.platform().store().engine() {
-        portico_store::Engine::Postgres => 4,
-        portico_store::Engine::Sqlite => 1,
-    };
+    let at_once = (m.platform().store().write_connections() as usize / 2).clamp(1, 8);
     let mut running = tokio::task::JoinSet::new();
     let mut batch = Vec::with_capacity(512);
     while rx.recv_many(&mut batch, 512).await > 0 {

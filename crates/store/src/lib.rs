@@ -99,6 +99,12 @@ impl Store {
         self.engine
     }
 
+    /// How many write transactions can be open at once: 1 on SQLite, the pool's size
+    /// on PostgreSQL.
+    pub fn write_connections(&self) -> u32 {
+        self.writer.options().get_max_connections()
+    }
+
     /// A transaction on the writer. Every multi-row change runs in one.
     pub async fn begin(&self) -> Result<Tx, Error> {
         self.writer.begin().await.db()

@@ -854,3 +854,41 @@ engine_test! {
         assert!(tries[1] - tries[0] >= Duration::from_millis(2900), "waited {:?}", tries[1] - tries[0]);
     }
 }
+
+engine_test! {
+    env [("PORTICO_MESSAGING__ALLOWED_PRIVATE_TARGETS", "127.0.0.1/32"), ("PORTICO_MESSAGING__CONCURRENCY", "3")]
+    async fn events_beyond_the_free_attempt_slots_wait_in_the_queue(app: &TestApp) {
+        let receiver = Receiver::start().await;
+        let (_, m, owner, created) = setup(app, json!({})).await;
+        let app_id = created["app"]["id"].as_str().unwrap();
+        subscribe(app, &m, &owner, app_id, json!({ "topic": "order.status_changed", "callback_url": receiver.url })).await;
+        // Three slots: ingress hands three deliveries straight to the workers and queues
+        // the rest, which are claimed as slots free up; never more than three at once.
+        receiver.delay(100);
+        let res = app
+            .client
+            .post(format!("{}/messages/v1/events/batch", app.internal))
+            .json(&json!({ "events": (0..20).map(|i| json!({ "topic": "order.status_changed", "payload": order(&format!("q-{i}"), "paid") })).collect::<Vec<_>>() }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        let body: Value = res.json().await.unwrap();
+        let ids: Vec<String> = body["data"]["events"].as_array().unwrap().iter().map(|e| e["deliveries"][0].as_str().unwrap().to_string()).collect();
+        within(30, "twenty deliveries", || async { receiver.accepted().len() == 20 }).await;
+        assert!(receiver.max_in_flight() <= 3, "in flight at once: {}", receiver.max_in_flight());
+        let mut seen: Vec<String> = receiver.accepted().iter().map(|r| r.id.clone()).collect();
+        seen.sort();
+        let mut want = ids.clone();
+        want.sort();
+        assert_eq!(seen, want, "each delivery exactly once");
+        within(10, "all recorded as sent", || async {
+            let mut all = true;
+            for id in &ids {
+                all &= delivery_status(app, &m, &owner, id).await["delivery"]["status"] == "sent";
+            }
+            all
+        })
+        .await;
+    }
+}
