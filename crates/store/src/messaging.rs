@@ -666,8 +666,9 @@ pub struct Outcome {
 }
 
 /// Writes attempts back: each delivery's new state, its attempt log, and its
-/// subscription's health. Call inside a transaction. Returns the outcomes that applied.
-pub async fn record_outcomes(conn: &mut AnyConnection, engine: Engine, outcomes: &[Outcome]) -> Result<usize, Error> {
+/// subscription's health. An outcome whose lease was taken over by another worker is
+/// dropped whole (that worker's result stands). Call inside a transaction.
+pub async fn record_outcomes(conn: &mut AnyConnection, engine: Engine, outcomes: &[Outcome]) -> Result<(), Error> {
     // One statement per hundred outcomes (`UPDATE … FROM (VALUES …)`, both engines),
     // returning the ids whose lease still held.
     let mut held: std::collections::HashSet<String> = std::collections::HashSet::with_capacity(outcomes.len());
@@ -695,9 +696,10 @@ pub async fn record_outcomes(conn: &mut AnyConnection, engine: Engine, outcomes:
             held.insert(r.try_get::<String, _>(0).db()?);
         }
     }
-    let applied: Vec<&AttemptRecord> = outcomes.iter().map(|o| &o.attempt).filter(|a| held.contains(&a.delivery_id)).collect();
-    insert_attempts(conn, engine, &applied).await?;
-    for o in outcomes.iter().filter(|o| o.ordered && o.status != "queued") {
+    let applied: Vec<&Outcome> = outcomes.iter().filter(|o| held.contains(&o.attempt.delivery_id)).collect();
+    let attempts: Vec<&AttemptRecord> = applied.iter().map(|o| &o.attempt).collect();
+    insert_attempts(conn, engine, &attempts).await?;
+    for o in applied.iter().filter(|o| o.ordered && o.status != "queued") {
         if let Some(key) = &o.business_key {
             sqlx::query("UPDATE deliveries SET next_at = $1 WHERE subscription_id = $2 AND business_key = $3 AND status = 'queued' AND next_at > $1")
                 .bind(o.attempt.at)
@@ -714,7 +716,7 @@ pub async fn record_outcomes(conn: &mut AnyConnection, engine: Engine, outcomes:
     // updated in id order, so that concurrent writers never deadlock on two of them.
     let mut succeeded: Vec<(&str, i64)> = Vec::new();
     let mut failed: Vec<(&str, i64)> = Vec::new();
-    for o in outcomes {
+    for o in &applied {
         let list = if o.status == "sent" { &mut succeeded } else { &mut failed };
         if let Some(entry) = list.iter_mut().find(|(s, _)| *s == o.subscription_id) {
             entry.1 = entry.1.max(o.attempt.at);
@@ -742,7 +744,7 @@ pub async fn record_outcomes(conn: &mut AnyConnection, engine: Engine, outcomes:
         }
         sqlx::query("UPDATE subscriptions SET failing_since = $1 WHERE id = $2 AND failing_since IS NULL").bind(at).bind(sub).execute(&mut *conn).await.db()?;
     }
-    Ok(applied.len())
+    Ok(())
 }
 
 async fn insert_attempts(conn: &mut AnyConnection, engine: Engine, attempts: &[&AttemptRecord]) -> Result<(), Error> {

@@ -177,6 +177,14 @@ pub async fn publish(app: &TestApp, event: Value) -> (StatusCode, Value) {
     (status, res.json().await.unwrap())
 }
 
+/// Publishes a batch (`events`, a JSON array) on the internal listener; returns (status,
+/// envelope).
+pub async fn publish_batch(app: &TestApp, events: Value) -> (StatusCode, Value) {
+    let res = app.client.post(format!("{}/messages/v1/events/batch", app.internal)).json(&json!({ "events": events })).send().await.unwrap();
+    let status = res.status();
+    (status, res.json().await.unwrap())
+}
+
 fn order(id: &str, status: &str) -> Value {
     json!({ "order_id": id, "status": status })
 }
@@ -241,18 +249,12 @@ engine_test! {
         // The next event of the key is numbered 2; a batch keeps numbering.
         let (_, v2) = publish(app, json!({ "topic": "order.status_changed", "merchant_id": m, "business_key": "o-1", "payload": order("o-1", "shipped") })).await;
         assert_eq!(v2["data"]["seq"], 2);
-        let res = app
-            .client
-            .post(format!("{}/messages/v1/events/batch", app.internal))
-            .json(&json!({ "events": [
-                { "topic": "order.status_changed", "business_key": "o-2", "payload": order("o-2", "paid") },
-                { "topic": "order.status_changed", "business_key": "o-1", "payload": order("o-1", "done") }
-            ] }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 201);
-        let batch: Value = res.json().await.unwrap();
+        let (status, batch) = publish_batch(app, json!([
+            { "topic": "order.status_changed", "business_key": "o-2", "payload": order("o-2", "paid") },
+            { "topic": "order.status_changed", "business_key": "o-1", "payload": order("o-1", "done") }
+        ]))
+        .await;
+        assert_eq!(status, 201);
         assert_eq!(batch["data"]["events"][0]["seq"], 1);
         assert_eq!(batch["data"]["events"][1]["seq"], 3);
 
@@ -314,15 +316,8 @@ engine_test! {
         let res = app.client.post(format!("{}/messages/v1/events", app.internal)).json(&json!({ "topic": "order.status_changed", "payload": {}, "extra": 1 })).send().await.unwrap();
         assert_eq!(res.status(), 400);
         // A batch is all or nothing, and names the event.
-        let res = app
-            .client
-            .post(format!("{}/messages/v1/events/batch", app.internal))
-            .json(&json!({ "events": [ { "topic": "order.status_changed", "payload": order("a", "b") }, { "topic": "order.status_changed", "payload": {} } ] }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 400);
-        let v: Value = res.json().await.unwrap();
+        let (status, v) = publish_batch(app, json!([ { "topic": "order.status_changed", "payload": order("a", "b") }, { "topic": "order.status_changed", "payload": {} } ])).await;
+        assert_eq!(status, 400);
         assert_eq!(v["data"]["field"], "events[1].payload", "{v}");
         let v = app.get(&format!("/api/v1/merchants/{m}/deliveries"), &admin, StatusCode::OK).await;
         assert!(v["data"]["items"].as_array().unwrap().is_empty());
@@ -535,14 +530,8 @@ engine_test! {
         // The first attempt of seq 1 fails; seq 2 and 3 must not overtake it.
         receiver.script(&[500]);
         let statuses = ["paid", "shipped", "done"];
-        let res = app
-            .client
-            .post(format!("{}/messages/v1/events/batch", app.internal))
-            .json(&json!({ "events": statuses.iter().map(|s| json!({ "topic": "order.status_changed", "business_key": "o-1", "payload": order("o-1", s) })).collect::<Vec<_>>() }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 201);
+        let (status, _) = publish_batch(app, json!(statuses.iter().map(|s| json!({ "topic": "order.status_changed", "business_key": "o-1", "payload": order("o-1", s) })).collect::<Vec<_>>())).await;
+        assert_eq!(status, 201);
         within(15, "all three in order", || async { receiver.accepted().len() >= 3 }).await;
         let seqs: Vec<i64> = receiver.received().iter().map(|r| r.json()["seq"].as_i64().unwrap()).collect();
         assert_eq!(seqs, vec![1, 1, 2, 3], "each key's deliveries one at a time, in order");
@@ -818,14 +807,8 @@ engine_test! {
         subscribe(app, &m, &owner, app_id, json!({ "topic": "order.status_changed", "callback_url": receiver.url, "max_in_flight": 2, "timeout_ms": 300 })).await;
         // At most two attempts at once, however many are due.
         receiver.delay(150);
-        let res = app
-            .client
-            .post(format!("{}/messages/v1/events/batch", app.internal))
-            .json(&json!({ "events": (0..8).map(|i| json!({ "topic": "order.status_changed", "payload": order(&format!("c-{i}"), "paid") })).collect::<Vec<_>>() }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 201);
+        let (status, _) = publish_batch(app, json!((0..8).map(|i| json!({ "topic": "order.status_changed", "payload": order(&format!("c-{i}"), "paid") })).collect::<Vec<_>>())).await;
+        assert_eq!(status, 201);
         within(20, "eight deliveries", || async { receiver.accepted().len() == 8 }).await;
         assert!(receiver.max_in_flight() <= 2, "in flight at once: {}", receiver.max_in_flight());
         // An answer slower than the subscription's timeout is a failure, logged as such.
@@ -865,15 +848,8 @@ engine_test! {
         // Three slots: ingress hands three deliveries straight to the workers and queues
         // the rest, which are claimed as slots free up; never more than three at once.
         receiver.delay(100);
-        let res = app
-            .client
-            .post(format!("{}/messages/v1/events/batch", app.internal))
-            .json(&json!({ "events": (0..20).map(|i| json!({ "topic": "order.status_changed", "payload": order(&format!("q-{i}"), "paid") })).collect::<Vec<_>>() }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 201);
-        let body: Value = res.json().await.unwrap();
+        let (status, body) = publish_batch(app, json!((0..20).map(|i| json!({ "topic": "order.status_changed", "payload": order(&format!("q-{i}"), "paid") })).collect::<Vec<_>>())).await;
+        assert_eq!(status, 201);
         let ids: Vec<String> = body["data"]["events"].as_array().unwrap().iter().map(|e| e["deliveries"][0].as_str().unwrap().to_string()).collect();
         within(30, "twenty deliveries", || async { receiver.accepted().len() == 20 }).await;
         assert!(receiver.max_in_flight() <= 3, "in flight at once: {}", receiver.max_in_flight());
