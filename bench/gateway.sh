@@ -25,7 +25,7 @@ cargo build --release -p portico >/dev/null
 bin="$CARGO_TARGET_DIR/release/portico"
 work=$(mktemp -d)
 cleanup() {
-  kill "$(cat "$work/pid" 2>/dev/null)" 2>/dev/null || true
+  kill "$(cat "$work/pid" 2>/dev/null)" "$(cat "$work/beat.pid" 2>/dev/null)" 2>/dev/null || true
   NGINX_WORKERS=$WORKERS bash "$baseline" stop "$work/nginx" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -54,7 +54,11 @@ api_id=$(api POST /api/v1/catalog/apis '{"name":"bench.order","version":"1.0","g
 api POST "/api/v1/catalog/apis/$api_id/publish" >/dev/null
 api PUT "/api/v1/merchants/$m/apps/$app/scopes/bench" >/dev/null
 curl -fs http://127.0.0.1:18082/registry/v1/instances -H 'content-type: application/json' \
-  -d '{"service":"bench","host":"127.0.0.1","port":9101}' >/dev/null
+  -d '{"id":"bench-1","service":"bench","host":"127.0.0.1","port":9101}' >/dev/null
+# Beat like a registered service does (an instance that misses three beats leaves the
+# rotation, and every later call would be a quick refusal instead of a proxied call).
+(while sleep 10; do curl -fs -X PUT http://127.0.0.1:18082/registry/v1/instances/bench-1/heartbeat >/dev/null || true; done) &
+echo $! >"$work/beat.pid"
 token=$(curl -fs -X POST -u "$key:$secret" -d grant_type=client_credentials http://127.0.0.1:18080/oauth2/token | json 'd["access_token"]')
 sleep 1
 curl -fs -H "authorization: Bearer $token" http://127.0.0.1:18080/api/bench/order >/dev/null || { echo "the gateway did not answer"; cat "$work/serve.log"; exit 1; }
@@ -70,4 +74,23 @@ sig=$("$bin" sign -o json --method hmac-sha256 --secret "$secret" app_key="$key"
 signed="http://127.0.0.1:18080/router/rest?app_key=$key&method=bench.order&v=1.0&timestamp=$ts&sign_method=hmac-sha256&sign=$sig"
 curl -fs "$signed" >/dev/null || { echo "signed call failed"; curl -s "$signed"; exit 1; }
 bash "$pair" "$signed" http://127.0.0.1:9001/order "$ROUNDS"
+# CPU per request: what each proxy's processes spent (user + system, all threads) during
+# one wrk run against it, divided by the requests served. Unlike throughput on a shared
+# two-core box, this does not depend on how the scheduler splits the cores between wrk,
+# the backend and the proxy.
+echo "== CPU per request (token authentication for Portico), one ${WRK_SECONDS:-8} s wrk run each"
+ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+cpu_per_request() {
+  local name=$1 url=$2; shift 2
+  local pids=() t0 t1 out n
+  if [[ $name == nginx ]]; then mapfile -t pids < <(pgrep -P "$(cat "$work/nginx/proxy.pid")"); else pids=("$(cat "$work/pid")"); fi
+  t0=$(ticks "${pids[@]}")
+  out=$(wrk -t1 -c64 -d"${WRK_SECONDS:-8}s" "$@" "$url")
+  t1=$(ticks "${pids[@]}")
+  n=$(awk '/requests in/ {print $1}' <<<"$out")
+  if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then echo "$name: errors during the run: $(grep -E 'Non-2xx|Socket errors' <<<"$out")"; fi
+  python3 -c "import os,sys; print(f'{sys.argv[1]}: {(int(sys.argv[3]) - int(sys.argv[2])) / os.sysconf(\"SC_CLK_TCK\") / int(sys.argv[4]) * 1e6:.1f} us of CPU per request')" "$name" "$t0" "$t1" "$n"
+}
+cpu_per_request portico http://127.0.0.1:18080/api/bench/order -H "Authorization: Bearer $token"
+cpu_per_request nginx http://127.0.0.1:9001/order
 echo "portico/nginx throughput ratio: $ratio"

@@ -13,8 +13,12 @@ fn main() -> ExitCode {
     let cli = portico::cli::Cli::parse();
     // PORTICO_WORKER_THREADS sets the async worker threads (default: one per core), so a
     // benchmark can match nginx's worker processes one for one.
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = std::env::var("PORTICO_WORKER_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).filter(|n| *n > 0) {
+    let threads = std::env::var("PORTICO_WORKER_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).filter(|n| *n > 0);
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if let Some(n) = threads.filter(|n| *n > 1) {
         builder.worker_threads(n);
     }
     let runtime = match builder.enable_all().build() {
