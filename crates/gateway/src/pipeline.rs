@@ -257,6 +257,9 @@ impl Gateway {
             }
         }
         let up_method = if single_entry { api.method.clone() } else { method.clone() };
+        let late = || refuse(Code::UpstreamTimeout, format!("{} did not answer within {} ms", api.service, api.timeout.as_millis()));
+        // The response, body included, must arrive within the API's timeout.
+        let deadline = tokio::time::Instant::now() + api.timeout;
         let (response, _instance) = upstream::forward(self.client(), self.health(), &pool, &up_method, &upstream_path, &up_headers, upstream_body, api.timeout)
             .await
             .map_err(|e| match e {
@@ -265,15 +268,16 @@ impl Gateway {
                     tracing::warn!(service = %api.service, %why, "upstream unreachable");
                     refuse(Code::UpstreamUnavailable, format!("{} is unreachable", api.service))
                 }
-                ForwardError::Timeout => refuse(Code::UpstreamTimeout, format!("{} did not answer within {} ms", api.service, api.timeout.as_millis())),
+                ForwardError::Timeout => late(),
             })?;
 
         // Envelope.
         let (parts, incoming) = response.into_parts();
-        let collected = http_body_util::Limited::new(incoming, MAX_RESPONSE).collect().await;
+        let collected = tokio::time::timeout_at(deadline, http_body_util::Limited::new(incoming, MAX_RESPONSE).collect()).await;
         let upstream_body = match collected {
-            Ok(c) => c.to_bytes(),
-            Err(_) => return Err(refuse(Code::UpstreamError, format!("{} sent an unreadable or oversized response", api.service))),
+            Ok(Ok(c)) => c.to_bytes(),
+            Ok(Err(_)) => return Err(refuse(Code::UpstreamError, format!("{} sent an unreadable or oversized response", api.service))),
+            Err(_) => return Err(late()),
         };
         // Only a probe of the top level: is it already the envelope? The body is parsed
         // into a full document only when it must be wrapped or a business key read.

@@ -50,6 +50,23 @@ impl Upstream {
                 }),
             )
             .route(
+                "/orders/stall",
+                get(|| async {
+                    // The head and a first piece at once, the rest too late.
+                    let pieces = futures_util::stream::unfold(0u8, |i| async move {
+                        match i {
+                            0 => Some((Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"{\"late\":")), 1)),
+                            1 => {
+                                tokio::time::sleep(Duration::from_secs(3)).await;
+                                Some((Ok(axum::body::Bytes::from_static(b"true}")), 2))
+                            }
+                            _ => None,
+                        }
+                    });
+                    axum::body::Body::from_stream(pieces)
+                }),
+            )
+            .route(
                 "/orders/slow",
                 get(|| async {
                     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -109,6 +126,7 @@ async fn setup(app: &TestApp) -> (String, String, String, String, String) {
             json!({ "rate_limit_per_second": 2, "request_schema": { "type": "object", "required": ["sku"], "properties": { "sku": { "type": "string", "minLength": 1 } } } }),
         ),
         ("order.slow", "GET", "/orders/slow", json!({ "timeout_ms": 300 })),
+        ("order.stall", "GET", "/orders/stall", json!({ "timeout_ms": 300 })),
         ("order.count", "GET", "/orders/count", json!({ "daily_quota": 2 })),
     ] {
         let mut body = json!({ "name": name, "version": "1.0", "group": "orders", "service": "order-svc", "upstream_path": path, "http_method": method });
@@ -315,6 +333,8 @@ engine_test! {
         assert!((1..=86_400).contains(&retry), "{retry}");
         // An upstream that answers too late: an envelope after the API's timeout.
         assert_eq!(code(&get("/api/order-svc/orders/slow", Some(&bearer)).await), (StatusCode::GATEWAY_TIMEOUT, 41002));
+        // One whose body stalls after its head: the same, not a wait for the rest.
+        assert_eq!(code(&get("/api/order-svc/orders/stall", Some(&bearer)).await), (StatusCode::GATEWAY_TIMEOUT, 41002));
         // An upstream that is gone: an envelope, not a hang or a 500.
         let mut upstream = upstream;
         upstream.kill();
