@@ -3,8 +3,9 @@
 //! due deliveries from the `deliveries` table with a lease (`FOR UPDATE SKIP LOCKED` on
 //! PostgreSQL; the single writer on SQLite), never more than the free slots; each attempt
 //! runs as its own task; a result writer commits outcomes in batches (the delivery's new
-//! state, the attempt log, the subscription's health). A delivery whose worker dies stays `sending` until its lease
-//! runs out, then any instance takes it again: at least once, never lost.
+//! state, the attempt log, the subscription's health). A delivery whose worker dies stays
+//! `sending` until its lease runs out, then any instance takes it again: at least once,
+//! never lost.
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
