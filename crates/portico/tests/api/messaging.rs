@@ -189,6 +189,18 @@ fn order(id: &str, status: &str) -> Value {
     json!({ "order_id": id, "status": status })
 }
 
+/// Waits until every one of the deliveries is recorded as sent.
+async fn all_sent(app: &TestApp, m: &str, owner: &str, ids: &[String], secs: u64) {
+    within(secs, "outcomes recorded as sent", || async {
+        let mut all = true;
+        for id in ids {
+            all &= delivery_status(app, m, owner, id).await["delivery"]["status"] == "sent";
+        }
+        all
+    })
+    .await;
+}
+
 async fn delivery_status(app: &TestApp, m: &str, owner: &str, id: &str) -> Value {
     app.get(&format!("/api/v1/merchants/{m}/deliveries/{id}"), owner, StatusCode::OK).await["data"].clone()
 }
@@ -371,14 +383,7 @@ engine_test! {
             ids.iter().all(|id| got.contains(id))
         })
         .await;
-        within(5, "outcomes recorded", || async {
-            let mut all = true;
-            for id in &ids {
-                all &= delivery_status(app, &m, &owner, id).await["delivery"]["status"] == "sent";
-            }
-            all
-        })
-        .await;
+        all_sent(app, &m, &owner, &ids, 5).await;
         let failed_then_sent = receiver.received().iter().filter(|r| r.status >= 500).count();
         assert_eq!(failed_then_sent, 6);
         // Every retry carried the same webhook-id and body.
@@ -858,13 +863,6 @@ engine_test! {
         let mut want = ids.clone();
         want.sort();
         assert_eq!(seen, want, "each delivery exactly once");
-        within(10, "all recorded as sent", || async {
-            let mut all = true;
-            for id in &ids {
-                all &= delivery_status(app, &m, &owner, id).await["delivery"]["status"] == "sent";
-            }
-            all
-        })
-        .await;
+        all_sent(app, &m, &owner, &ids, 10).await;
     }
 }
