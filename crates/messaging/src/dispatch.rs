@@ -389,7 +389,7 @@ async fn write_outcomes(m: Messaging, mut rx: mpsc::Receiver<(Outcome, Option<Di
     let mut batch = Vec::with_capacity(512);
     while rx.recv_many(&mut batch, 512).await > 0 {
         while running.len() >= at_once {
-            running.join_next().await;
+            reap(running.join_next().await);
         }
         let (outcomes, disables): (Vec<Outcome>, Vec<Option<Disable>>) = batch.drain(..).unzip();
         let disables: Vec<Disable> = disables.into_iter().flatten().collect();
@@ -406,7 +406,17 @@ async fn write_outcomes(m: Messaging, mut rx: mpsc::Receiver<(Outcome, Option<Di
             m.inner.committed.send_modify(|n| *n = n.wrapping_add(1));
         });
     }
-    while running.join_next().await.is_some() {}
+    while let Some(done) = running.join_next().await {
+        reap(Some(done));
+    }
+}
+
+/// Logs an outcome batch whose task panicked (its deliveries stay `sending` and are
+/// attempted again when their leases run out).
+fn reap(done: Option<Result<(), tokio::task::JoinError>>) {
+    if let Some(Err(e)) = done {
+        tracing::error!(error = %e, "an outcome batch was not recorded; its deliveries are retried after their lease");
+    }
 }
 
 async fn write_batch(m: &Messaging, outcomes: &[Outcome], disables: &[Disable]) -> Result<(), Error> {
