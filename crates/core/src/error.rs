@@ -20,6 +20,7 @@ pub enum Code {
     RouteNotFound = 10004,
     MethodNotAllowed = 10005,
     UnsupportedMediaType = 10006,
+    MalformedHttp = 10007,
     // 20xxx: who is calling.
     Unauthenticated = 20001,
     InvalidCredentials = 20002,
@@ -67,7 +68,7 @@ impl Code {
     pub fn http_status(self) -> u16 {
         match self {
             Code::Ok => 200,
-            Code::InvalidJson | Code::ValidationFailed => 400,
+            Code::InvalidJson | Code::ValidationFailed | Code::MalformedHttp => 400,
             Code::BodyTooLarge => 413,
             Code::RouteNotFound | Code::NotFound => 404,
             Code::MethodNotAllowed => 405,
@@ -100,6 +101,7 @@ impl Code {
         Code::RouteNotFound,
         Code::MethodNotAllowed,
         Code::UnsupportedMediaType,
+        Code::MalformedHttp,
         Code::Unauthenticated,
         Code::InvalidCredentials,
         Code::AccountLocked,

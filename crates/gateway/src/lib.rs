@@ -7,6 +7,7 @@
 //! announcements apply at once, and changes made by other instances are picked up by
 //! polling the shared database every half second.
 
+mod http1;
 pub mod limiter;
 pub mod pipeline;
 pub mod records;
@@ -60,7 +61,7 @@ struct Inner {
     identity_key: Vec<u8>,
     snapshot: ArcSwap<Snapshot>,
     verifier: RequestVerifier,
-    client: upstream::HttpClient,
+    client: upstream::Client,
     health: upstream::Health,
     limiter: limiter::Limits,
     recorder: records::Recorder,
@@ -85,7 +86,7 @@ impl Gateway {
                 verifier: RequestVerifier::new(settings.signature_window, nonces),
                 recorder: records::Recorder::start(platform.store().clone()),
                 snapshot: ArcSwap::from_pointee(Snapshot::empty()),
-                client: upstream::client(),
+                client: upstream::Client::default(),
                 health: upstream::Health::default(),
                 limiter: limits,
                 identity_key,
@@ -115,7 +116,7 @@ impl Gateway {
     pub(crate) fn verifier(&self) -> &RequestVerifier {
         &self.inner.verifier
     }
-    pub(crate) fn client(&self) -> &upstream::HttpClient {
+    pub(crate) fn client(&self) -> &upstream::Client {
         &self.inner.client
     }
     pub(crate) fn health(&self) -> &upstream::Health {

@@ -154,7 +154,12 @@ impl RateLimiter {
             return Decision::Deny { retry_after: Duration::from_nanos(allow_at - now) };
         }
         let new_tat = tat + interval;
-        shard.insert(key.to_string(), new_tat);
+        match shard.get_mut(key) {
+            Some(t) => *t = new_tat,
+            None => {
+                shard.insert(key.to_string(), new_tat);
+            }
+        }
         let remaining = (now + tolerance + interval).saturating_sub(new_tat) / interval;
         Decision::Allow { remaining }
     }

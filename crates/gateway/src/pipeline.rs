@@ -7,11 +7,10 @@ use std::{net::SocketAddr, sync::Arc, time::Instant};
 use axum::{
     body::Body,
     extract::{ConnectInfo, Request, State},
-    http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode},
+    http::{header, HeaderMap, HeaderValue, Method, StatusCode},
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use portico_auth::signed_request::AppKeys;
 use portico_core::{http::ApiError, id::new_id, time::now_ms, Code};
 use portico_signing::header as sig_header;
@@ -21,6 +20,7 @@ use serde_json::Value;
 use portico_signing::identity::{Identity, PREFIX};
 
 use crate::{
+    http1,
     limiter::Decision,
     records::Record,
     snapshot::{ApiEntry, AppEntry, Snapshot},
@@ -36,9 +36,6 @@ const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30
 
 /// Carries the business code from `process` to the record; removed before sending.
 const CODE_HEADER: &str = "x-portico-code";
-
-/// The largest upstream response the gateway reads into the envelope.
-const MAX_RESPONSE: usize = 8 * 1024 * 1024;
 
 /// The axum fallback of the public listener (paths the short path hands to the router
 /// but no route takes).
@@ -231,54 +228,52 @@ impl Gateway {
             let p = if query.is_empty() { api.upstream_path.clone() } else { format!("{}?{query}", api.upstream_path) };
             (p, body, headers.get(header::CONTENT_TYPE).cloned())
         };
-        let mut up_headers = HeaderMap::with_capacity(16);
+        // The upstream request's header lines: the client's own (less hop-by-hop, framing,
+        // credentials and anything posing as ours), then the signed identity.
+        let mut lines = Vec::with_capacity(1024);
         for (k, v) in headers {
             let name = k.as_str();
-            if !is_hop_by_hop(name) && !name.starts_with(PREFIX) && name != "x-trace-id" && k != header::AUTHORIZATION && k != header::HOST && k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
-                up_headers.append(k.clone(), v.clone());
+            if !http1::is_hop_by_hop(name) && !name.starts_with(PREFIX) && name != "x-trace-id" && k != header::AUTHORIZATION && k != header::HOST && k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+                http1::write_header(&mut lines, name.as_bytes(), v.as_bytes());
             }
         }
         if let Some(ct) = content_type {
-            up_headers.insert(header::CONTENT_TYPE, ct);
+            http1::write_header(&mut lines, b"content-type", ct.as_bytes());
         }
         let identity = Identity {
-            app_id: app.app_id.clone(),
-            merchant_id: app.merchant_id.clone(),
-            internal_user_id: app.internal_user_id.clone().unwrap_or_default(),
-            user_id: caller.user_id.clone().unwrap_or_default(),
-            scope: caller.token_scope.clone().unwrap_or_else(|| api.group.clone()),
-            environment: app.environment.clone(),
-            trace_id: trace_id.to_string(),
+            app_id: app.app_id.as_str(),
+            merchant_id: &app.merchant_id,
+            internal_user_id: app.internal_user_id.as_deref().unwrap_or_default(),
+            user_id: caller.user_id.as_deref().unwrap_or_default(),
+            scope: caller.token_scope.as_deref().unwrap_or(&api.group),
+            environment: &app.environment,
+            trace_id,
             timestamp: now / 1000,
         };
-        for (k, v) in identity.headers(self.identity_key()) {
-            if let Ok(v) = HeaderValue::from_str(&v) {
-                up_headers.insert(HeaderName::from_static(k), v);
+        identity.each_header(self.identity_key(), |k, v| {
+            // Every field is the platform's own; a value no header can carry is left out.
+            if HeaderValue::from_bytes(v).is_ok() {
+                http1::write_header(&mut lines, k.as_bytes(), v);
             }
-        }
+        });
         let up_method = if single_entry { api.method.clone() } else { method.clone() };
-        let late = || refuse(Code::UpstreamTimeout, format!("{} did not answer within {} ms", api.service, api.timeout.as_millis()));
-        // The response, body included, must arrive within the API's timeout.
+        // The answer, body included, must arrive within the API's timeout.
         let deadline = tokio::time::Instant::now() + api.timeout;
-        let (response, _instance) = upstream::forward(self.client(), self.health(), &pool, &up_method, &upstream_path, &up_headers, upstream_body, api.timeout)
-            .await
-            .map_err(|e| match e {
-                ForwardError::NoInstance => refuse(Code::UpstreamUnavailable, format!("no healthy instance of {}", api.service)),
-                ForwardError::Unreachable(why) => {
-                    tracing::warn!(service = %api.service, %why, "upstream unreachable");
-                    refuse(Code::UpstreamUnavailable, format!("{} is unreachable", api.service))
-                }
-                ForwardError::Timeout => late(),
-            })?;
+        let (answer, _instance) = upstream::forward(self.client(), self.health(), &pool, &up_method, &upstream_path, &lines, &upstream_body, deadline).await.map_err(|e| match e {
+            ForwardError::NoInstance => refuse(Code::UpstreamUnavailable, format!("no healthy instance of {}", api.service)),
+            ForwardError::Unreachable(why) => {
+                tracing::warn!(service = %api.service, %why, "upstream unreachable");
+                refuse(Code::UpstreamUnavailable, format!("{} is unreachable", api.service))
+            }
+            ForwardError::BadAnswer(why) => {
+                tracing::warn!(service = %api.service, %why, "upstream answer unreadable");
+                refuse(Code::UpstreamError, format!("{} sent an unreadable or oversized response", api.service))
+            }
+            ForwardError::Timeout => refuse(Code::UpstreamTimeout, format!("{} did not answer within {} ms", api.service, api.timeout.as_millis())),
+        })?;
 
         // Envelope.
-        let (parts, incoming) = response.into_parts();
-        let collected = tokio::time::timeout_at(deadline, http_body_util::Limited::new(incoming, MAX_RESPONSE).collect()).await;
-        let upstream_body = match collected {
-            Ok(Ok(c)) => c.to_bytes(),
-            Ok(Err(_)) => return Err(refuse(Code::UpstreamError, format!("{} sent an unreadable or oversized response", api.service))),
-            Err(_) => return Err(late()),
-        };
+        let upstream::Answer { status: upstream_status, headers: upstream_headers, body: upstream_body } = answer;
         // Only a probe of the top level: is it already the envelope? The body is parsed
         // into a full document only when it must be wrapped or a business key read.
         let probe: Option<EnvelopeProbe> = serde_json::from_slice(&upstream_body).ok();
@@ -286,15 +281,15 @@ impl Gateway {
         let (status, body, code, doc) = if is_envelope {
             let code = probe.map(|p| p.code).unwrap_or(0);
             let doc = if api.business_key.is_some() { serde_json::from_slice(&upstream_body).ok() } else { None };
-            (parts.status, upstream_body, code, doc)
+            (upstream_status, upstream_body, code, doc)
         } else {
             let json: Option<Value> = serde_json::from_slice(&upstream_body).ok();
             let data = json.unwrap_or_else(|| Value::String(String::from_utf8_lossy(&upstream_body).into_owned()));
-            if parts.status.is_success() {
+            if upstream_status.is_success() {
                 let doc = serde_json::json!({ "code": 0, "msg": "ok", "data": data, "trace_id": trace_id });
-                (parts.status, Bytes::from(doc.to_string()), 0, Some(doc))
+                (upstream_status, Bytes::from(doc.to_string()), 0, Some(doc))
             } else {
-                let msg = format!("{} answered {}", api.service, parts.status);
+                let msg = format!("{} answered {}", api.service, upstream_status);
                 let doc = serde_json::json!({ "code": Code::UpstreamError.as_u32(), "msg": msg, "data": data, "trace_id": trace_id });
                 (StatusCode::BAD_GATEWAY, Bytes::from(doc.to_string()), Code::UpstreamError.as_u32() as u64, Some(doc))
             }
@@ -323,8 +318,8 @@ impl Gateway {
         call.bytes_out = body.len();
         let mut out = Response::builder().status(status);
         if let Some(h) = out.headers_mut() {
-            for (k, v) in &parts.headers {
-                if !is_hop_by_hop(k.as_str()) && k != header::CONTENT_LENGTH && k != header::CONTENT_TYPE {
+            for (k, v) in &upstream_headers {
+                if !http1::is_hop_by_hop(k.as_str()) && k != header::CONTENT_LENGTH && k != header::CONTENT_TYPE {
                     h.append(k.clone(), v.clone());
                 }
             }
@@ -431,9 +426,6 @@ fn catalog_path(snap: &Snapshot, path: &str) -> Option<Arc<ApiEntry>> {
     snap.api(&trimmed.replace('/', "."), None).cloned()
 }
 
-fn is_hop_by_hop(name: &str) -> bool {
-    matches!(name, "connection" | "keep-alive" | "proxy-authenticate" | "proxy-authorization" | "te" | "trailer" | "transfer-encoding" | "upgrade")
-}
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,5 @@
 //! Forwarding to registered instances: weighted round robin over the instances that are
-//! not ejected, a pooled keep-alive HTTP/1.1 client, per-API timeouts, retries on a
+//! not ejected, the gateway's own pooled keep-alive HTTP/1.1 client, per-API timeouts, retries on a
 //! connection failure (and on any failure for idempotent methods), passive health
 //! (an instance that fails three calls in a row is ejected for ten seconds and then
 //! tried again), active health (instances that registered a health path are probed; three
@@ -12,28 +12,298 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::http::{Method, Request, Response};
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
-    rt::TokioExecutor,
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
 };
 
-use crate::snapshot::{Instance, ServicePool};
-
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+use crate::{
+    http1::{self, FrameError},
+    snapshot::{Instance, ServicePool},
+};
 
 const EJECT_AFTER: u32 = 3;
 const EJECT_FOR: Duration = Duration::from_secs(10);
 
-pub fn client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).pool_max_idle_per_host(512).build(connector)
+/// How long a connection may wait for a TCP handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Idle keep-alive connections older than this are closed rather than reused (servers
+/// close theirs after a minute or so, nginx after 75 s).
+const IDLE_FOR: Duration = Duration::from_secs(30);
+/// Idle connections kept per instance.
+const MAX_IDLE_PER_INSTANCE: usize = 512;
+/// The largest upstream response the gateway reads into the envelope.
+pub const MAX_RESPONSE: usize = 8 * 1024 * 1024;
+/// Request bodies up to this size are written in the same system call as the head.
+const INLINE_BODY: usize = 16 * 1024;
+
+/// The gateway's HTTP/1.1 client to registered instances: keep-alive connections pooled
+/// per instance address, each used by one call at a time and driven by the calling task
+/// itself (no connection task, no channel between the call and its socket). A pooled
+/// connection the instance closed meanwhile is noticed when nothing comes back on it, and
+/// the request is sent again once on a new connection, whatever its method, as nginx does
+/// for cached connections: the instance never saw it.
+#[derive(Default)]
+pub struct Client {
+    idle: Mutex<HashMap<String, Vec<Idle>>>,
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+/// An upstream answer, read whole.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Why a request got no answer.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection could be made: the request never left.
+    Connect(String),
+    /// The connection failed after the request was (perhaps) sent.
+    Io(String),
+    /// The answer was not valid HTTP/1.1, or larger than [`MAX_RESPONSE`].
+    Protocol(String),
+}
+
+/// How one exchange on one connection failed.
+enum Exchange {
+    /// The connection gave nothing back (closed or reset before the first byte of an
+    /// answer): on a pooled connection, the instance had closed it.
+    Silent(String),
+    Io(String),
+    Protocol(String),
+}
+
+impl Client {
+    /// Sends one request and reads the whole answer. `target` is the request target
+    /// (path and query); `lines` are header lines (`name: value\r\n` each), without
+    /// framing headers or `Host`.
+    pub async fn send(&self, authority: &str, method: &Method, target: &str, lines: &[u8], body: &[u8]) -> Result<Answer, SendError> {
+        let mut wire = Vec::with_capacity(512 + if body.len() <= INLINE_BODY { body.len() } else { 0 });
+        wire.extend_from_slice(method.as_str().as_bytes());
+        wire.push(b' ');
+        wire.extend_from_slice(target.as_bytes());
+        wire.extend_from_slice(b" HTTP/1.1\r\n");
+        http1::write_header(&mut wire, b"host", authority.as_bytes());
+        wire.extend_from_slice(lines);
+        if !body.is_empty() || !matches!(*method, Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS) {
+            http1::write_content_length(&mut wire, body.len());
+        }
+        wire.extend_from_slice(b"\r\n");
+        let rest = if body.len() <= INLINE_BODY {
+            wire.extend_from_slice(body);
+            &[][..]
+        } else {
+            body
+        };
+        let no_body = *method == Method::HEAD;
+        loop {
+            let (mut conn, pooled) = match self.take(authority) {
+                Some(c) => (c, true),
+                None => (Conn::open(authority).await?, false),
+            };
+            match conn.exchange(&wire, rest, no_body).await {
+                Ok((answer, reusable)) => {
+                    if reusable {
+                        self.put(authority, conn);
+                    }
+                    return Ok(answer);
+                }
+                Err(Exchange::Silent(_)) if pooled => continue,
+                Err(Exchange::Silent(e) | Exchange::Io(e)) => return Err(SendError::Io(e)),
+                Err(Exchange::Protocol(e)) => return Err(SendError::Protocol(e)),
+            }
+        }
+    }
+
+    fn take(&self, authority: &str) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.get_mut(authority)?;
+        while let Some(i) = list.pop() {
+            if i.since.elapsed() < IDLE_FOR {
+                return Some(i.conn);
+            }
+        }
+        None
+    }
+
+    fn put(&self, authority: &str, conn: Conn) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = match idle.get_mut(authority) {
+            Some(l) => l,
+            None => idle.entry(authority.to_string()).or_default(),
+        };
+        if list.len() < MAX_IDLE_PER_INSTANCE {
+            list.push(Idle { conn, since: Instant::now() });
+        }
+    }
+
+    /// Closes idle connections past their time, and forgets addresses with none left.
+    pub fn prune(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|_, list| {
+            list.retain(|i| i.since.elapsed() < IDLE_FOR);
+            !list.is_empty()
+        });
+    }
+}
+
+impl Conn {
+    async fn open(authority: &str) -> Result<Conn, SendError> {
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(SendError::Connect(format!("connect to {authority}: {e}"))),
+            Err(_) => return Err(SendError::Connect(format!("connect to {authority}: no answer within {CONNECT_TIMEOUT:?}"))),
+        };
+        let _ = stream.set_nodelay(true);
+        Ok(Conn { stream, buf: BytesMut::with_capacity(8 * 1024) })
+    }
+
+    /// Reads more of the answer; `Ok(false)` at the end of the stream.
+    async fn fill(&mut self) -> std::io::Result<bool> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(8 * 1024);
+        }
+        Ok(self.stream.read_buf(&mut self.buf).await? > 0)
+    }
+
+    /// One request and its answer. Returns the answer and whether the connection can
+    /// carry another request.
+    async fn exchange(&mut self, wire: &[u8], rest: &[u8], no_body: bool) -> Result<(Answer, bool), Exchange> {
+        let written = async {
+            self.stream.write_all(wire).await?;
+            if !rest.is_empty() {
+                self.stream.write_all(rest).await?;
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        written.await.map_err(|e| Exchange::Silent(e.to_string()))?;
+        self.buf.clear();
+        // The head, after any interim (1xx) answers.
+        let (status, headers, framing, mut reusable, head_len) = loop {
+            let mut slots = [httparse::EMPTY_HEADER; 64];
+            let mut parsed = httparse::Response::new(&mut slots);
+            match parsed.parse(&self.buf) {
+                Ok(httparse::Status::Complete(n)) => {
+                    let code = parsed.code.unwrap_or(0);
+                    if (100..200).contains(&code) {
+                        if code == 101 {
+                            return Err(Exchange::Protocol("the instance switched protocols".into()));
+                        }
+                        self.buf.advance(n);
+                        continue;
+                    }
+                    let status = StatusCode::from_u16(code).map_err(|_| Exchange::Protocol(format!("status {code}")))?;
+                    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+                    let mut length = None;
+                    let mut chunked = false;
+                    let mut other_coding = false;
+                    let mut close = parsed.version != Some(1);
+                    for h in parsed.headers.iter() {
+                        let name = h.name.as_bytes();
+                        if name.eq_ignore_ascii_case(b"content-length") {
+                            length = Some(http1::content_length(length, h.value).map_err(|_| Exchange::Protocol("a malformed content-length".into()))?);
+                        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                            chunked = http1::is_chunked(h.value);
+                            other_coding = !chunked;
+                        } else if name.eq_ignore_ascii_case(b"connection") {
+                            close |= http1::wants_close(h.value);
+                        }
+                        if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(h.value)) {
+                            headers.append(k, v);
+                        }
+                    }
+                    let framing = if no_body || code == 204 || code == 304 {
+                        Framing::Length(0)
+                    } else if chunked {
+                        Framing::Chunked
+                    } else if other_coding {
+                        Framing::UntilClose
+                    } else {
+                        length.map_or(Framing::UntilClose, Framing::Length)
+                    };
+                    break (status, headers, framing, !close, n);
+                }
+                Ok(httparse::Status::Partial) if self.buf.len() < http1::MAX_HEAD => {}
+                Ok(httparse::Status::Partial) => return Err(Exchange::Protocol("the answer's head is too large".into())),
+                Err(e) => return Err(Exchange::Protocol(format!("a malformed answer: {e}"))),
+            }
+            let nothing_yet = self.buf.is_empty();
+            match self.fill().await {
+                Ok(true) => {}
+                Ok(false) if nothing_yet => return Err(Exchange::Silent("the connection was closed".into())),
+                Err(e) if nothing_yet => return Err(Exchange::Silent(e.to_string())),
+                Ok(false) => return Err(Exchange::Io("the connection closed inside the answer's head".into())),
+                Err(e) => return Err(Exchange::Io(e.to_string())),
+            }
+        };
+        self.buf.advance(head_len);
+        let cut_short = || Exchange::Io("the connection closed inside the answer's body".into());
+        let too_large = || Exchange::Protocol(format!("the answer is larger than {MAX_RESPONSE} bytes"));
+        let body = match framing {
+            Framing::Length(n) => {
+                let n = usize::try_from(n).ok().filter(|n| *n <= MAX_RESPONSE).ok_or_else(too_large)?;
+                while self.buf.len() < n {
+                    if self.buf.capacity() < n {
+                        self.buf.reserve(n - self.buf.len());
+                    }
+                    if !self.fill().await.map_err(|e| Exchange::Io(e.to_string()))? {
+                        return Err(cut_short());
+                    }
+                }
+                self.buf.split_to(n).freeze()
+            }
+            Framing::Chunked => {
+                let mut decoder = http1::ChunkedDecoder::default();
+                loop {
+                    let (used, done) = decoder.feed(&self.buf, MAX_RESPONSE).map_err(|e| match e {
+                        FrameError::TooLarge => too_large(),
+                        _ => Exchange::Protocol("a malformed chunked answer".into()),
+                    })?;
+                    self.buf.advance(used);
+                    if done {
+                        break;
+                    }
+                    if !self.fill().await.map_err(|e| Exchange::Io(e.to_string()))? {
+                        return Err(cut_short());
+                    }
+                }
+                Bytes::from(decoder.into_body())
+            }
+            Framing::UntilClose => {
+                reusable = false;
+                while self.fill().await.map_err(|e| Exchange::Io(e.to_string()))? {
+                    if self.buf.len() > MAX_RESPONSE {
+                        return Err(too_large());
+                    }
+                }
+                self.buf.split().freeze()
+            }
+        };
+        // Bytes nobody asked for: the connection's framing cannot be trusted.
+        reusable &= self.buf.is_empty();
+        Ok((Answer { status, headers, body }, reusable))
+    }
+}
+
+enum Framing {
+    Length(u64),
+    Chunked,
+    UntilClose,
 }
 
 /// Consecutive failures and ejections, per instance id. Calls and probes are counted
@@ -81,7 +351,10 @@ impl Health {
     }
 
     fn succeeded(&self, id: &str) {
-        self.update(id, |r| r.call_failures = 0);
+        // The common case, a healthy instance with no record: nothing to write.
+        if self.map.lock().unwrap_or_else(|p| p.into_inner()).contains_key(id) {
+            self.update(id, |r| r.call_failures = 0);
+        }
     }
 
     fn probe_failed(&self, id: &str) {
@@ -96,16 +369,16 @@ impl Health {
 /// Active health checks: probes every instance that registered a health path, every
 /// `period`, with a short timeout; the outcome feeds the same passive-health book, so an
 /// instance that fails its probes is ejected before a call finds out.
-pub async fn probe(client: &HttpClient, health: &Health, instances: Vec<Arc<Instance>>) {
+pub async fn probe(client: &Client, health: &Health, instances: Vec<Arc<Instance>>) {
     for i in instances {
         let Some(path) = &i.health_path else { continue };
-        let uri = format!("http://{}{}{}", i.authority, i.base_path, path);
-        let Ok(req) = Request::builder().method(Method::GET).uri(&uri).body(Full::new(Bytes::new())) else { continue };
-        match tokio::time::timeout(Duration::from_secs(2), client.request(req)).await {
-            Ok(Ok(r)) if r.status().is_success() => health.probe_succeeded(&i.id),
+        let target = format!("{}{}", i.base_path, path);
+        match tokio::time::timeout(Duration::from_secs(2), client.send(&i.authority, &Method::GET, &target, &[], &[])).await {
+            Ok(Ok(r)) if r.status.is_success() => health.probe_succeeded(&i.id),
             _ => health.probe_failed(&i.id),
         }
     }
+    client.prune();
 }
 
 /// Why forwarding failed.
@@ -114,6 +387,8 @@ pub enum ForwardError {
     /// No instance registered, or every one is ejected (circuit open).
     NoInstance,
     Unreachable(String),
+    /// The instance answered something that is not HTTP/1.1, or too much of it.
+    BadAnswer(String),
     Timeout,
 }
 
@@ -137,17 +412,19 @@ fn candidates(pool: &ServicePool, health: &Health) -> Vec<Arc<Instance>> {
     (0..n).map(|k| pool.instances[(first + k) % n].clone()).filter(|i| !health.ejected(&i.id)).collect()
 }
 
-/// Sends the request to one instance after another until one answers.
+/// Sends the request to one instance after another until one answers, all within
+/// `deadline` (the API's timeout, which covers the answer's body too).
+#[allow(clippy::too_many_arguments)]
 pub async fn forward(
-    client: &HttpClient,
+    client: &Client,
     health: &Health,
     pool: &ServicePool,
     method: &Method,
     path_and_query: &str,
-    headers: &axum::http::HeaderMap,
-    body: Bytes,
-    timeout: Duration,
-) -> Result<(Response<Incoming>, Arc<Instance>), ForwardError> {
+    lines: &[u8],
+    body: &[u8],
+    deadline: tokio::time::Instant,
+) -> Result<(Answer, Arc<Instance>), ForwardError> {
     let tries = candidates(pool, health);
     if tries.is_empty() {
         return Err(ForwardError::NoInstance);
@@ -155,28 +432,24 @@ pub async fn forward(
     let idempotent = matches!(*method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS);
     let mut last = ForwardError::NoInstance;
     for instance in tries.into_iter().take(3) {
-        let uri = format!("http://{}{}{}", instance.authority, instance.base_path, path_and_query);
-        let mut req = Request::builder().method(method.clone()).uri(&uri);
-        if let Some(h) = req.headers_mut() {
-            h.extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
-        }
-        let req = match req.body(Full::new(body.clone())) {
-            Ok(r) => r,
-            Err(e) => return Err(ForwardError::Unreachable(e.to_string())),
-        };
-        match tokio::time::timeout(timeout, client.request(req)).await {
-            Ok(Ok(response)) => {
+        let target = format!("{}{}", instance.base_path, path_and_query);
+        match tokio::time::timeout_at(deadline, client.send(&instance.authority, method, &target, lines, body)).await {
+            Ok(Ok(answer)) => {
                 health.succeeded(&instance.id);
-                return Ok((response, instance));
+                return Ok((answer, instance));
             }
             Ok(Err(e)) => {
                 health.failed(&instance.id);
-                let connect = e.is_connect();
-                last = ForwardError::Unreachable(e.to_string());
                 // A request that may have reached the service is retried only when
                 // repeating it is harmless.
-                if !connect && !idempotent {
-                    return Err(last);
+                let (retry, error) = match e {
+                    SendError::Connect(why) => (true, ForwardError::Unreachable(why)),
+                    SendError::Io(why) => (idempotent, ForwardError::Unreachable(why)),
+                    SendError::Protocol(why) => (false, ForwardError::BadAnswer(why)),
+                };
+                last = error;
+                if !retry {
+                    break;
                 }
             }
             Err(_) => {

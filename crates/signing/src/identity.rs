@@ -13,47 +13,86 @@ use sha2::Sha256;
 
 pub const PREFIX: &str = "x-portico-";
 
+/// The identity of one call. Owned (`String`) on the service's side; the gateway signs
+/// one made of borrowed fields (`Identity<&str>`), without copying them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Identity {
-    pub app_id: String,
-    pub merchant_id: String,
-    pub internal_user_id: String,
-    pub user_id: String,
-    pub scope: String,
-    pub environment: String,
-    pub trace_id: String,
+pub struct Identity<S = String> {
+    pub app_id: S,
+    pub merchant_id: S,
+    pub internal_user_id: S,
+    pub user_id: S,
+    pub scope: S,
+    pub environment: S,
+    pub trace_id: S,
     pub timestamp: i64,
 }
 
-impl Identity {
-    fn message(&self) -> String {
-        format!(
-            "{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n",
-            self.app_id, self.merchant_id, self.internal_user_id, self.user_id, self.scope, self.environment, self.trace_id, self.timestamp
-        )
+/// The signature header's value: base64 of 32 bytes.
+const SIGNATURE_LEN: usize = 44;
+
+impl<S: AsRef<str>> Identity<S> {
+    /// The MAC over `app\nmerchant\n…\ntimestamp\n`, fed piece by piece.
+    fn mac(&self, key: &[u8]) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+        for part in [&self.app_id, &self.merchant_id, &self.internal_user_id, &self.user_id, &self.scope, &self.environment, &self.trace_id] {
+            mac.update(part.as_ref().as_bytes());
+            mac.update(b"\n");
+        }
+        let mut digits = [0u8; 20];
+        mac.update(decimal(self.timestamp, &mut digits));
+        mac.update(b"\n");
+        mac
     }
 
     pub fn sign(&self, key: &[u8]) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
-        mac.update(self.message().as_bytes());
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        base64::engine::general_purpose::STANDARD.encode(self.mac(key).finalize().into_bytes())
+    }
+
+    /// Hands each header to send upstream, signature included, to `f` (name, value).
+    pub fn each_header(&self, key: &[u8], mut f: impl FnMut(&'static str, &[u8])) {
+        let mut signature = [0u8; SIGNATURE_LEN];
+        let written = base64::engine::general_purpose::STANDARD.encode_slice(self.mac(key).finalize().into_bytes(), &mut signature).unwrap_or(0);
+        let mut digits = [0u8; 20];
+        f("x-portico-app-id", self.app_id.as_ref().as_bytes());
+        f("x-portico-merchant-id", self.merchant_id.as_ref().as_bytes());
+        f("x-portico-internal-user-id", self.internal_user_id.as_ref().as_bytes());
+        f("x-portico-user-id", self.user_id.as_ref().as_bytes());
+        f("x-portico-scope", self.scope.as_ref().as_bytes());
+        f("x-portico-environment", self.environment.as_ref().as_bytes());
+        f("x-trace-id", self.trace_id.as_ref().as_bytes());
+        f("x-portico-timestamp", decimal(self.timestamp, &mut digits));
+        f("x-portico-identity", &signature[..written]);
     }
 
     /// The headers to send upstream, signature included.
-    pub fn headers(&self, key: &[u8]) -> [(&'static str, String); 9] {
-        [
-            ("x-portico-app-id", self.app_id.clone()),
-            ("x-portico-merchant-id", self.merchant_id.clone()),
-            ("x-portico-internal-user-id", self.internal_user_id.clone()),
-            ("x-portico-user-id", self.user_id.clone()),
-            ("x-portico-scope", self.scope.clone()),
-            ("x-portico-environment", self.environment.clone()),
-            ("x-trace-id", self.trace_id.clone()),
-            ("x-portico-timestamp", self.timestamp.to_string()),
-            ("x-portico-identity", self.sign(key)),
-        ]
+    pub fn headers(&self, key: &[u8]) -> Vec<(&'static str, String)> {
+        let mut out = Vec::with_capacity(9);
+        self.each_header(key, |k, v| out.push((k, String::from_utf8_lossy(v).into_owned())));
+        out
     }
+}
 
+/// `n` in decimal, in `buf`.
+fn decimal(n: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    let negative = n < 0;
+    let mut v = n.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if negative {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    &buf[i..]
+}
+
+impl Identity {
     /// Reads and checks the headers on the service's side (the SDK uses this).
     pub fn verify(get: impl Fn(&str) -> Option<String>, key: &[u8]) -> Option<Identity> {
         let id = Identity {
@@ -67,9 +106,7 @@ impl Identity {
             timestamp: get("x-portico-timestamp")?.parse().ok()?,
         };
         let presented = base64::engine::general_purpose::STANDARD.decode(get("x-portico-identity")?).ok()?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
-        mac.update(id.message().as_bytes());
-        mac.verify_slice(&presented).ok()?;
+        id.mac(key).verify_slice(&presented).ok()?;
         Some(id)
     }
 }
@@ -86,10 +123,16 @@ mod tests {
             let h = h.clone();
             move |n: &str| h.get(n).cloned()
         };
-        assert_eq!(Identity::verify(get(&headers), b"k"), Some(id));
+        assert_eq!(Identity::verify(get(&headers), b"k"), Some(id.clone()));
         assert_eq!(Identity::verify(get(&headers), b"other key"), None);
         let mut forged = headers.clone();
         forged.insert("x-portico-merchant-id".into(), "mch_2".into());
         assert_eq!(Identity::verify(get(&forged), b"k"), None);
+        // Piecewise MAC = MAC over the documented message.
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"k").unwrap();
+        mac.update(b"app_1\nmch_1\n\n\n\nproduction\nt\n1\n");
+        assert_eq!(id.sign(b"k"), base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
+        let negative = Identity { timestamp: -120, ..Identity::<&str>::default() };
+        assert!(negative.headers(b"k").contains(&("x-portico-timestamp", "-120".to_string())));
     }
 }

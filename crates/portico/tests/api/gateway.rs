@@ -547,3 +547,121 @@ engine_test! {
         panic!("the instance failing its health checks was never taken out");
     }
 }
+
+/// An upstream written at the socket level, for answers no framework sends: a chunked
+/// body, a body ended by closing (HTTP/1.0), something that is not HTTP, a length over
+/// the limit, and a keep-alive answer after which the connection is closed anyway.
+async fn raw_upstream() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    buf.drain(..end);
+                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                    let (answer, close): (&[u8], bool) = match path.as_str() {
+                        "/raw/chunked" => (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n9;x=y\r\n{\"count\":\r\n2\r\n3}\r\n0\r\nx-trailer: 1\r\n\r\n", false),
+                        "/raw/close" => (b"HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{\"closed\":true}", true),
+                        "/raw/garbage" => (b"220 smtp.example ESMTP ready\r\n\r\n", true),
+                        "/raw/huge" => (b"HTTP/1.1 200 OK\r\ncontent-length: 9000000\r\n\r\n{", true),
+                        // Keep-alive by its headers, closed right after all the same.
+                        _ => (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 10\r\n\r\n{\"once\":1}", true),
+                    };
+                    if s.write_all(answer).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Writes raw bytes to the public listener and reads until it closes the connection.
+async fn raw_exchange(app: &TestApp, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(app.public.trim_start_matches("http://")).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.expect("the gateway closed the connection").unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+engine_test! {
+    env [("PORTICO_GATEWAY__IDENTITY_KEY", IDENTITY_KEY)]
+    async fn http_at_the_wire_on_both_sides(app: &TestApp) {
+        let upstream = Upstream::start("one").await;
+        register(app, &upstream, "order-1").await;
+        let raw = raw_upstream().await;
+        let res = app.client.post(format!("{}/registry/v1/instances", app.internal)).json(&json!({ "id": "raw-1", "service": "raw-svc", "host": "127.0.0.1", "port": raw.port() })).send().await.unwrap();
+        assert_eq!(res.status(), 201);
+        let (_m, _app_id, key, secret, _owner) = setup(app).await;
+        let admin = app.admin().await;
+        for name in ["chunked", "close", "garbage", "huge", "once"] {
+            let v = app.post("/api/v1/catalog/apis", Some(&admin), json!({ "name": format!("raw.{name}"), "version": "1.0", "group": "orders", "service": "raw-svc", "upstream_path": format!("/raw/{name}"), "http_method": "GET" }), StatusCode::CREATED).await;
+            app.post(&format!("/api/v1/catalog/apis/{}/publish", v["data"]["id"].as_str().unwrap()), Some(&admin), json!({}), StatusCode::OK).await;
+        }
+        let bearer = token(app, &key, &secret).await;
+        let call = |name: &'static str| {
+            let req = app.client.get(format!("{}/api/raw-svc/raw/{name}", app.public)).bearer_auth(&bearer);
+            async move { json_of(req.send().await.unwrap()).await }
+        };
+        eventually("the raw APIs published", || async { call("close").await.0 != StatusCode::NOT_FOUND }).await;
+
+        // Upstream side: a chunked body (extensions and trailers included) and a body
+        // ended by closing are read whole and wrapped in the envelope.
+        let (status, _, v) = call("chunked").await;
+        assert_eq!((status, &v["data"]), (StatusCode::OK, &json!({ "count": 3 })), "{v}");
+        let (status, _, v) = call("close").await;
+        assert_eq!((status, &v["data"]), (StatusCode::OK, &json!({ "closed": true })), "{v}");
+        // Not HTTP, or longer than the gateway reads: 502 with 41003, never a hang.
+        for name in ["garbage", "huge"] {
+            let (status, _, v) = call(name).await;
+            assert_eq!((status, v["code"].as_u64()), (StatusCode::BAD_GATEWAY, Some(41003)), "{name}: {v}");
+        }
+        // A pooled connection the instance closed is noticed and the call sent again on a
+        // new one: every call succeeds (the instance is not ejected either).
+        for _ in 0..5 {
+            let (status, _, v) = call("once").await;
+            assert_eq!((status, &v["data"]), (StatusCode::OK, &json!({ "once": 1 })), "{v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // Client side, raw bytes on one connection each.
+        let get = format!("GET /api/order-svc/orders/get HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {bearer}\r\n\r\n");
+        let get_close = format!("GET /api/order-svc/orders/get HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {bearer}\r\nconnection: close\r\n\r\n");
+        // Pipelined calls are answered in order.
+        let out = raw_exchange(app, format!("{get}{get}{get_close}").as_bytes()).await;
+        assert_eq!(out.matches("HTTP/1.1 200 OK\r\n").count(), 3, "{out}");
+        assert_eq!(out.matches("2012120112304512").count(), 3, "{out}");
+        // A gateway call, then a path of the router on the same connection.
+        let out = raw_exchange(app, format!("{get}GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes()).await;
+        assert_eq!(out.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{out}");
+        // HTTP/1.0 and a chunked request body (hyper's side of the listener).
+        let out = raw_exchange(app, format!("GET /api/order-svc/orders/get HTTP/1.0\r\nauthorization: Bearer {bearer}\r\n\r\n").as_bytes()).await;
+        assert!(out.starts_with("HTTP/1.0 200 OK\r\n") && out.contains("2012120112304512"), "{out}");
+        let chunked = format!("POST /api/order-svc/orders/create HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {bearer}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\n{{\"sku\r\n6\r\n\":\"a\"}}\r\n0\r\n\r\n");
+        let out = raw_exchange(app, chunked.as_bytes()).await;
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n") && out.contains(r#""created":true"#), "{out}");
+        // Bad input: an envelope with its code, then the connection is closed.
+        let out = raw_exchange(app, b"GET /api/x HTTP/1.1\r\nbad header\r\n\r\n").await;
+        assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n") && out.contains(r#""code":10007"#) && out.contains("trace_id"), "{out}");
+        let out = raw_exchange(app, b"GET /api/x HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n").await;
+        assert!(out.contains(r#""code":10007"#) && out.contains("Content-Length"), "{out}");
+        let out = raw_exchange(app, b"POST /api/order-svc/orders/create HTTP/1.1\r\ncontent-length: 999999999\r\n\r\n").await;
+        assert!(out.starts_with("HTTP/1.1 413 Payload Too Large\r\n") && out.contains(r#""code":10003"#), "{out}");
+    }
+}
