@@ -5,7 +5,7 @@
 //!
 //! Everything here works on bytes already read; the callers own the sockets.
 
-use std::{cell::RefCell, fmt::Write as _, time::SystemTime};
+use std::{cell::RefCell, time::SystemTime};
 
 use axum::http::{HeaderMap, StatusCode};
 
@@ -194,11 +194,15 @@ pub fn write_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
 
 /// Appends `content-length: n`.
 pub fn write_content_length(out: &mut Vec<u8>, n: usize) {
-    out.extend_from_slice(b"content-length: ");
-    let mut s = String::new();
-    let _ = write!(s, "{n}");
-    out.extend_from_slice(s.as_bytes());
-    out.extend_from_slice(b"\r\n");
+    use std::io::Write as _;
+    // Writing into a vector cannot fail.
+    let _ = write!(out, "content-length: {n}\r\n");
+}
+
+/// Whether a header value can be sent as it is: visible ASCII, spaces and tabs (what
+/// `HeaderValue` accepts, without making one).
+pub fn is_valid_value(v: &[u8]) -> bool {
+    v.iter().all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the old `Proxy-Connection`): they belong
@@ -237,6 +241,17 @@ mod tests {
         for bad in [&b""[..], b"-1", b"+1", b"1 2", b"0x10", b"42, 43", b"9999999999999999999"] {
             assert_eq!(content_length(None, bad), Err(FrameError::BadLength), "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn lengths_and_values_are_written() {
+        let mut out = Vec::new();
+        for n in [0, 7, 10, 1234567890] {
+            write_content_length(&mut out, n);
+        }
+        assert_eq!(out, b"content-length: 0\r\ncontent-length: 7\r\ncontent-length: 10\r\ncontent-length: 1234567890\r\n");
+        assert!(is_valid_value(b"ok value\t1"));
+        assert!(!is_valid_value(b"a\r\nx-injected: 1"));
     }
 
     #[test]

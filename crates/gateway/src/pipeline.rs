@@ -252,7 +252,7 @@ impl Gateway {
         };
         identity.each_header(self.identity_key(), |k, v| {
             // Every field is the platform's own; a value no header can carry is left out.
-            if HeaderValue::from_bytes(v).is_ok() {
+            if http1::is_valid_value(v) {
                 http1::write_header(&mut lines, k.as_bytes(), v);
             }
         });
