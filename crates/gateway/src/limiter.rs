@@ -62,16 +62,28 @@ impl Limits {
     /// One request against `rate` per second with a burst of `rate`. When Redis cannot be
     /// reached the call is allowed (and logged): a limiter outage must not take the
     /// gateway down with it.
-    pub async fn check(&self, key: &str, rate: u64) -> Decision {
+    /// The key is given in parts (`["app:", app_id]`), joined without an allocation per
+    /// call in memory.
+    pub async fn check(&self, key: &[&str], rate: u64) -> Decision {
         match self {
-            Limits::Memory(m) => m.check(key, rate),
+            Limits::Memory(m) => {
+                thread_local! {
+                    static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+                }
+                KEY.with(|k| {
+                    let mut k = k.borrow_mut();
+                    k.clear();
+                    key.iter().for_each(|part| k.push_str(part));
+                    m.check(&k, rate)
+                })
+            }
             Limits::Redis { conn, script } => {
                 let rate = rate.max(1);
                 let interval = 1_000_000 / rate;
                 let tolerance = interval * (rate - 1);
                 let mut conn = conn.clone();
                 let result: redis::RedisResult<(i64, i64)> =
-                    script.key(format!("portico:limit:{key}")).arg(interval).arg(tolerance).invoke_async(&mut conn).await;
+                    script.key(format!("portico:limit:{}", key.concat())).arg(interval).arg(tolerance).invoke_async(&mut conn).await;
                 match result {
                     Ok((1, remaining)) => Decision::Allow { remaining: remaining.max(0) as u64 },
                     Ok((_, wait_us)) => Decision::Deny { retry_after: Duration::from_micros(wait_us.max(0) as u64) },

@@ -7,22 +7,23 @@ use std::{net::SocketAddr, sync::Arc, time::Instant};
 use axum::{
     body::Body,
     extract::{ConnectInfo, Request, State},
-    http::{header, HeaderMap, HeaderValue, Method, StatusCode},
+    http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode},
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
 use portico_auth::signed_request::AppKeys;
 use portico_core::{http::ApiError, id::new_id, time::now_ms, Code};
 use portico_signing::header as sig_header;
-use portico_store::calls::{BusinessKeyRecord, CallRecord};
+use portico_store::calls::BusinessKeyRecord;
 use serde_json::Value;
 
+use portico_oauth::TokenInfo;
 use portico_signing::identity::{Identity, PREFIX};
 
 use crate::{
     http1,
     limiter::Decision,
-    records::Record,
+    records::{CallFacts, Record},
     snapshot::{ApiEntry, AppEntry, Snapshot},
     upstream::{self, ForwardError},
     Gateway,
@@ -34,8 +35,9 @@ const COMMON: &[&str] = &["app_key", "method", "v", "timestamp", "sign_method", 
 /// A client must send its body within this time (slow clients hold no worker for long).
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Carries the business code from `process` to the record; removed before sending.
-const CODE_HEADER: &str = "x-portico-code";
+const DEPRECATION: HeaderName = HeaderName::from_static("deprecation");
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 
 /// The axum fallback of the public listener (paths the short path hands to the router
 /// but no route takes).
@@ -56,30 +58,25 @@ pub async fn serve(gw: Gateway, peer: SocketAddr, req: Request) -> Response {
     };
     let bytes_in = body.len();
     let snap = gw.snapshot();
-    let mut call = Call { app: None, api: None, bytes_out: 0 };
-    let (response, code) = match gw.process(&snap, &parts.method, &parts.uri, &parts.headers, body, peer, &trace_id, &mut call).await {
-        Ok(mut r) => {
-            let code = r.headers_mut().remove(CODE_HEADER).and_then(|v| v.to_str().ok().and_then(|v| v.parse().ok())).unwrap_or(0);
-            (r, code)
-        }
+    let mut call = Call { app: None, api: None, bytes_out: 0, code: 0 };
+    let response = match gw.process(&snap, &parts.method, &parts.uri, &parts.headers, body, peer, &trace_id, &mut call).await {
+        Ok(r) => r,
         Err(e) => {
-            let code = e.code.as_u32() as i64;
-            (e.into_response(), code)
+            call.code = e.code.as_u32() as i64;
+            e.into_response()
         }
     };
-    gw.recorder().record(Record::Call(CallRecord {
-        id: new_id("cal"),
+    gw.recorder().record(Record::Call(CallFacts {
         at: now_ms(),
         trace_id,
-        merchant_id: call.app.as_ref().map(|a| a.merchant_id.clone()),
-        app_id: call.app.as_ref().map(|a| a.app_id.clone()),
-        api: call.api.as_ref().map(|a| a.label.clone()),
-        status: response.status().as_u16() as i64,
-        code,
+        app: call.app,
+        api: call.api,
+        status: response.status().as_u16(),
+        code: call.code,
         latency_us: started.elapsed().as_micros() as i64,
-        bytes_in: bytes_in as i64,
-        bytes_out: call.bytes_out as i64,
-        client_ip: peer.ip().to_string(),
+        bytes_in,
+        bytes_out: call.bytes_out,
+        client_ip: peer.ip(),
     }));
     response
 }
@@ -99,14 +96,28 @@ struct Call {
     app: Option<Arc<AppEntry>>,
     api: Option<Arc<ApiEntry>>,
     bytes_out: usize,
+    /// The business code of the answer.
+    code: i64,
 }
 
 /// Who is calling, once identified.
 struct Caller {
     app: Arc<AppEntry>,
-    user_id: Option<String>,
-    /// Scopes of a bearer token; signed calls carry the app's grants.
-    token_scope: Option<String>,
+    /// The access token presented: as the bearer token, or in a signed call's `session`.
+    token: Option<Arc<TokenInfo>>,
+    /// Whether the token's scopes bound the call (bearer tokens); signed calls carry the
+    /// app's grants.
+    scoped: bool,
+}
+
+impl Caller {
+    fn user_id(&self) -> Option<&str> {
+        self.token.as_ref().and_then(|t| t.user_id.as_deref())
+    }
+
+    fn token_scope(&self) -> Option<&str> {
+        self.token.as_ref().filter(|_| self.scoped).map(|t| t.scope.as_str())
+    }
 }
 
 fn refuse(code: Code, msg: impl Into<String>) -> ApiError {
@@ -145,8 +156,11 @@ impl Gateway {
             let name = param("method").ok_or_else(|| ApiError::from(portico_core::Error::validation("method", "is required on /router/rest")))?;
             snap.api(name, param("v")).cloned().ok_or_else(|| refuse(Code::UnknownApi, format!("no published API {name}")))?
         } else if let Some(rest) = path.strip_prefix("/api/") {
-            let (service, tail) = rest.split_once('/').unwrap_or((rest, ""));
-            snap.api_by_upstream(service, method, &format!("/{tail}")).cloned().ok_or_else(|| refuse(Code::UnknownApi, format!("no published API at {method} {path}")))?
+            let (service, tail) = match rest.find('/') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, "/"),
+            };
+            snap.api_by_upstream(service, method, tail).cloned().ok_or_else(|| refuse(Code::UnknownApi, format!("no published API at {method} {path}")))?
         } else {
             catalog_path(snap, path).ok_or_else(|| refuse(Code::UnknownApi, format!("no published API at {path}")))?
         };
@@ -169,11 +183,11 @@ impl Gateway {
         if !app.allowlist.allows(peer.ip()) {
             return Err(refuse(Code::IpNotAllowed, format!("{} is not in the app's IP allowlist", peer.ip())));
         }
-        let granted = app.grants.contains(&api.group) && caller.token_scope.as_deref().is_none_or(|s| s.split(' ').any(|x| x == api.group));
+        let granted = app.grants.contains(&api.group) && caller.token_scope().is_none_or(|s| s.split(' ').any(|x| x == api.group));
         if !granted {
             return Err(refuse(Code::NotGranted, format!("the app is not granted the API group {}", api.group)));
         }
-        if api.needs_user && caller.user_id.is_none() {
+        if api.needs_user && caller.user_id().is_none() {
             return Err(refuse(Code::UserTokenRequired, format!("{} needs an end user's access token", api.label)));
         }
 
@@ -181,10 +195,10 @@ impl Gateway {
         let mut limit_headers = None;
         let app_rate = self.settings().app_rate_limit_per_second;
         if app_rate > 0 {
-            limit_headers = Some(self.limit(&format!("app:{}", app.app_id), app_rate).await?);
+            limit_headers = Some(self.limit(&["app:", &app.app_id], app_rate).await?);
         }
         if let Some(rate) = api.rate_limit_per_second {
-            limit_headers = Some(self.limit(&format!("api:{}:{}", api.id, app.app_id), rate).await?);
+            limit_headers = Some(self.limit(&["api:", &api.id, ":", &app.app_id], rate).await?);
         }
         if let Some(quota) = api.daily_quota {
             if let Some(retry) = self.limiter().over_quota(&format!("{}:{}", api.id, app.app_id), quota).await {
@@ -244,8 +258,8 @@ impl Gateway {
             app_id: app.app_id.as_str(),
             merchant_id: &app.merchant_id,
             internal_user_id: app.internal_user_id.as_deref().unwrap_or_default(),
-            user_id: caller.user_id.as_deref().unwrap_or_default(),
-            scope: caller.token_scope.as_deref().unwrap_or(&api.group),
+            user_id: caller.user_id().unwrap_or_default(),
+            scope: caller.token_scope().unwrap_or(&api.group),
             environment: &app.environment,
             trace_id,
             timestamp: now / 1000,
@@ -316,6 +330,7 @@ impl Gateway {
         }
 
         call.bytes_out = body.len();
+        call.code = code as i64;
         let mut out = Response::builder().status(status);
         if let Some(h) = out.headers_mut() {
             for (k, v) in &upstream_headers {
@@ -324,15 +339,12 @@ impl Gateway {
                 }
             }
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            if let Ok(v) = HeaderValue::from_str(&code.to_string()) {
-                h.insert(CODE_HEADER, v);
-            }
             if api.deprecated {
-                h.insert("deprecation", HeaderValue::from_static("true"));
+                h.insert(DEPRECATION, HeaderValue::from_static("true"));
             }
             if let Some((limit, remaining)) = limit_headers {
-                h.insert("ratelimit-limit", limit.into());
-                h.insert("ratelimit-remaining", remaining.into());
+                h.insert(RATELIMIT_LIMIT, limit.into());
+                h.insert(RATELIMIT_REMAINING, remaining.into());
             }
         }
         Ok(out.body(Body::from(body)).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
@@ -363,13 +375,13 @@ impl Gateway {
             if let Some(token) = auth.strip_prefix("Bearer ") {
                 let info = self.oauth().validate(token.trim()).await?.ok_or_else(|| refuse(Code::Unauthenticated, "the access token is invalid, expired or revoked"))?;
                 let app = snap.app(&info.client_id).cloned().ok_or_else(|| refuse(Code::Unauthenticated, "the token's app is unknown"))?;
-                return Ok(Caller { app, user_id: info.user_id, token_scope: Some(info.scope) });
+                return Ok(Caller { app, token: Some(info), scoped: true });
             }
             if sig_header::is_header_style(auth) {
                 let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
                 let v = self.verifier().verify_header(auth, method.as_str(), path_and_query, body, lookup, now).await.map_err(ApiError::from)?;
                 let app = snap.app(&v.app_key).cloned().ok_or_else(|| refuse(Code::Unauthenticated, "unknown app_key"))?;
-                return Ok(Caller { app, user_id: None, token_scope: None });
+                return Ok(Caller { app, token: None, scoped: false });
             }
             return Err(refuse(Code::Unauthenticated, "Authorization must be `Bearer <token>` or a PORTICO-* signature"));
         }
@@ -378,22 +390,22 @@ impl Gateway {
             let v = self.verifier().verify_params(*method == Method::GET, &refs, lookup, now).await.map_err(ApiError::from)?;
             let app = snap.app(&v.app_key).cloned().ok_or_else(|| refuse(Code::Unauthenticated, "unknown app_key"))?;
             // `session` carries an end user's access token, as on Taobao.
-            let user_id = match params.iter().find(|(k, _)| k == "session").map(|(_, v)| v.as_str()) {
+            let token = match params.iter().find(|(k, _)| k == "session").map(|(_, v)| v.as_str()) {
                 Some(s) => {
                     let info = self.oauth().validate(s).await?.ok_or_else(|| refuse(Code::Unauthenticated, "the session token is invalid, expired or revoked"))?;
                     if info.app_id != app.app_id {
                         return Err(refuse(Code::Unauthenticated, "the session token belongs to another app"));
                     }
-                    info.user_id
+                    Some(info)
                 }
                 None => None,
             };
-            return Ok(Caller { app, user_id, token_scope: None });
+            return Ok(Caller { app, token, scoped: false });
         }
         Err(refuse(Code::Unauthenticated, "authenticate with a bearer token or a signature"))
     }
 
-    async fn limit(&self, key: &str, rate: u64) -> Result<(u64, u64), ApiError> {
+    async fn limit(&self, key: &[&str], rate: u64) -> Result<(u64, u64), ApiError> {
         match self.limiter().check(key, rate).await {
             Decision::Allow { remaining } => Ok((rate, remaining)),
             Decision::Deny { retry_after } => {

@@ -4,6 +4,7 @@
 //! and counts it: a slow database never slows a call.
 
 use std::{
+    net::IpAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -11,15 +12,53 @@ use std::{
     time::Duration,
 };
 
+use portico_core::id::new_id;
 use portico_store::{
     calls::{self, BusinessKeyRecord, CallRecord},
     Store,
 };
 use tokio::sync::mpsc;
 
+use crate::snapshot::{ApiEntry, AppEntry};
+
 pub enum Record {
-    Call(CallRecord),
+    Call(CallFacts),
     BusinessKey(BusinessKeyRecord),
+}
+
+/// What a call leaves for its record, as the pipeline has it: the record's strings (its
+/// id, the client address, copies of names) are made on the writer's thread, not on the
+/// thread serving calls.
+pub struct CallFacts {
+    pub at: i64,
+    pub trace_id: String,
+    pub app: Option<Arc<AppEntry>>,
+    pub api: Option<Arc<ApiEntry>>,
+    pub status: u16,
+    pub code: i64,
+    pub latency_us: i64,
+    pub bytes_in: usize,
+    pub bytes_out: usize,
+    pub client_ip: IpAddr,
+}
+
+impl CallFacts {
+    fn into_record(self) -> CallRecord {
+        CallRecord {
+            id: new_id("cal"),
+            at: self.at,
+            trace_id: self.trace_id,
+            merchant_id: self.app.as_ref().map(|a| a.merchant_id.clone()),
+            app_id: self.app.as_ref().map(|a| a.app_id.clone()),
+            api: self.api.as_ref().map(|a| a.label.clone()),
+            status: i64::from(self.status),
+            code: self.code,
+            latency_us: self.latency_us,
+            bytes_in: self.bytes_in as i64,
+            bytes_out: self.bytes_out as i64,
+            client_ip: self.client_ip.to_string(),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -61,7 +100,7 @@ impl Recorder {
                     let mut call_rows = Vec::with_capacity(batch.len());
                     for r in batch.drain(..) {
                         match r {
-                            Record::Call(c) => call_rows.push(c),
+                            Record::Call(c) => call_rows.push(c.into_record()),
                             Record::BusinessKey(k) => calls::insert_business_key(&mut tx, &k).await?,
                         }
                     }

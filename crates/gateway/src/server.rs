@@ -49,6 +49,7 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Answers up to this size are written in the same system call as their head.
 const INLINE_BODY: usize = 16 * 1024;
+const TRACE_HEADER: HeaderName = HeaderName::from_static(trace::TRACE_HEADER);
 
 /// Paths that belong to the router, not to the gateway.
 fn routed(path: &str) -> bool {
@@ -290,14 +291,14 @@ async fn dispatch(gw: Gateway, router: Router, peer: SocketAddr, mut req: Reques
             Err(never) => match never {},
         };
     }
-    let trace_id = req.headers().get(trace::TRACE_HEADER).and_then(|v| v.to_str().ok()).filter(|s| trace::acceptable(s)).map(str::to_string).unwrap_or_else(trace::new_trace_id);
+    let trace_id = req.headers().get(TRACE_HEADER).and_then(|v| v.to_str().ok()).filter(|s| trace::acceptable(s)).map(str::to_string).unwrap_or_else(trace::new_trace_id);
     let header = HeaderValue::from_str(&trace_id).expect("trace ids are ASCII");
     let call = trace::scope(trace_id, AssertUnwindSafe(crate::pipeline::serve(gw, peer, req)).catch_unwind());
     let mut response = match call.await {
         Ok(r) => r,
         Err(panic) => portico_core::http::panic_response(panic),
     };
-    response.headers_mut().insert(trace::TRACE_HEADER, header);
+    response.headers_mut().insert(TRACE_HEADER, header);
     response
 }
 

@@ -89,13 +89,14 @@ enum Exchange {
 }
 
 impl Client {
-    /// Sends one request and reads the whole answer. `target` is the request target
-    /// (path and query); `lines` are header lines (`name: value\r\n` each), without
-    /// framing headers or `Host`.
-    pub async fn send(&self, authority: &str, method: &Method, target: &str, lines: &[u8], body: &[u8]) -> Result<Answer, SendError> {
+    /// Sends one request and reads the whole answer. The request target is `base` (the
+    /// instance's base path) followed by `target` (path and query); `lines` are header
+    /// lines (`name: value\r\n` each), without framing headers or `Host`.
+    pub async fn send(&self, authority: &str, method: &Method, base: &str, target: &str, lines: &[u8], body: &[u8]) -> Result<Answer, SendError> {
         let mut wire = Vec::with_capacity(512 + if body.len() <= INLINE_BODY { body.len() } else { 0 });
         wire.extend_from_slice(method.as_str().as_bytes());
         wire.push(b' ');
+        wire.extend_from_slice(base.as_bytes());
         wire.extend_from_slice(target.as_bytes());
         wire.extend_from_slice(b" HTTP/1.1\r\n");
         http1::write_header(&mut wire, b"host", authority.as_bytes());
@@ -372,8 +373,7 @@ impl Health {
 pub async fn probe(client: &Client, health: &Health, instances: Vec<Arc<Instance>>) {
     for i in instances {
         let Some(path) = &i.health_path else { continue };
-        let target = format!("{}{}", i.base_path, path);
-        match tokio::time::timeout(Duration::from_secs(2), client.send(&i.authority, &Method::GET, &target, &[], &[])).await {
+        match tokio::time::timeout(Duration::from_secs(2), client.send(&i.authority, &Method::GET, &i.base_path, path, &[], &[])).await {
             Ok(Ok(r)) if r.status.is_success() => health.probe_succeeded(&i.id),
             _ => health.probe_failed(&i.id),
         }
@@ -432,8 +432,7 @@ pub async fn forward(
     let idempotent = matches!(*method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS);
     let mut last = ForwardError::NoInstance;
     for instance in tries.into_iter().take(3) {
-        let target = format!("{}{}", instance.base_path, path_and_query);
-        match tokio::time::timeout_at(deadline, client.send(&instance.authority, method, &target, lines, body)).await {
+        match tokio::time::timeout_at(deadline, client.send(&instance.authority, method, &instance.base_path, path_and_query, lines, body)).await {
             Ok(Ok(answer)) => {
                 health.succeeded(&instance.id);
                 return Ok((answer, instance));

@@ -69,7 +69,7 @@ impl Messaging {
         if !self.inner.oauth.app_status(&info.app_id, &info.merchant_id).await?.usable {
             return Err(Error::Forbidden("the app is disabled or its merchant is not active".into()));
         }
-        Ok(App { app_id: info.app_id, merchant_id: info.merchant_id, token: token.to_string() })
+        Ok(App { app_id: info.app_id.clone(), merchant_id: info.merchant_id.clone(), token: token.to_string() })
     }
 
     /// How long a new delivery stays invisible to cursors (see the module comment).

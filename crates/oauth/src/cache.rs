@@ -2,7 +2,10 @@
 //! dropped when their token expires, when it is revoked here, or when
 //! [`crate::OAuth::follow_revocations`] sees a revocation made on another instance.
 
-use std::{collections::HashMap, sync::RwLock};
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
 
 /// What a valid access token stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +27,7 @@ pub struct TokenInfo {
 
 pub struct TokenCache {
     max_entries: usize,
-    map: RwLock<HashMap<String, TokenInfo>>,
+    map: RwLock<HashMap<String, Arc<TokenInfo>>>,
 }
 
 impl TokenCache {
@@ -33,12 +36,12 @@ impl TokenCache {
     }
 
     /// The cached info for a digest, if present and not expired at `now_ms`.
-    pub fn get(&self, digest: &str, now_ms: i64) -> Option<TokenInfo> {
+    pub fn get(&self, digest: &str, now_ms: i64) -> Option<Arc<TokenInfo>> {
         let map = self.map.read().unwrap_or_else(|p| p.into_inner());
         map.get(digest).filter(|t| t.expires_at > now_ms).cloned()
     }
 
-    pub fn insert(&self, digest: String, info: TokenInfo) {
+    pub fn insert(&self, digest: String, info: Arc<TokenInfo>) {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         if map.len() >= self.max_entries {
             // Full: drop expired entries first, then an arbitrary tenth.
@@ -132,12 +135,12 @@ mod tests {
         let c = TokenCache::new(10);
         let far = portico_core::time::now_ms() + 60_000;
         for i in 0..25 {
-            c.insert(format!("d{i}"), info(far));
+            c.insert(format!("d{i}"), Arc::new(info(far)));
             assert!(c.len() <= 10);
         }
-        c.insert("old".into(), info(5));
+        c.insert("old".into(), Arc::new(info(5)));
         assert!(c.get("old", 10).is_none(), "expired entries are not served");
-        c.insert("x".into(), info(far));
+        c.insert("x".into(), Arc::new(info(far)));
         assert!(c.get("x", 0).is_some());
         c.evict("x");
         assert!(c.get("x", 0).is_none());

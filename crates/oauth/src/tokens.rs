@@ -1,6 +1,6 @@
 //! Issuing, validating, revoking and introspecting tokens.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use portico_auth::token;
 use portico_core::{id::new_id, time::now_ms, Error};
@@ -113,7 +113,7 @@ impl OAuth {
 
     /// Validates an access token: from the cache when possible, else from the database
     /// (and then cached). `None` for unknown, expired, revoked or non-access tokens.
-    pub async fn validate(&self, presented: &str) -> Result<Option<TokenInfo>, Error> {
+    pub async fn validate(&self, presented: &str) -> Result<Option<Arc<TokenInfo>>, Error> {
         let opaque = presented.starts_with(ACCESS_PREFIX) && presented.len() <= 200;
         let jwt = presented.starts_with("eyJ") && presented.len() <= 4096 && presented.matches('.').count() == 2;
         if !opaque && !jwt {
@@ -140,7 +140,7 @@ impl OAuth {
                 .map(|c| c.app_key)
                 .unwrap_or_default()
         };
-        let info = info_of(&t, client_id);
+        let info = Arc::new(info_of(&t, client_id));
         self.cache().insert(digest, info.clone());
         Ok(Some(info))
     }
@@ -166,7 +166,7 @@ impl OAuth {
                     if grace_over {
                         return Ok(inactive);
                     }
-                    (info_of(&t, String::new()), "refresh_token")
+                    (Arc::new(info_of(&t, String::new())), "refresh_token")
                 }
                 _ => return Ok(inactive),
             }
