@@ -2,7 +2,7 @@
 //! signature scheme) → app and merchant active → IP allowlist → grant → end-user token
 //! when the API needs one → rate limits → forward → envelope → record.
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{borrow::Cow, net::SocketAddr, sync::Arc, time::Instant};
 
 use axum::{
     body::Body,
@@ -141,17 +141,19 @@ impl Gateway {
         let path = uri.path();
         let query = uri.query().unwrap_or("");
         let single_entry = path == "/router/rest";
-        let mut params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        // Parameters borrow the query and the form body unless they had to be decoded.
+        let form = body.clone();
+        let mut params: Vec<(Cow<str>, Cow<str>)> = url::form_urlencoded::parse(query.as_bytes()).collect();
         let is_form = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
         if single_entry {
             if !matches!(*method, Method::GET | Method::POST) {
                 return Err(refuse(Code::MethodNotAllowed, "the single entry takes GET and POST only"));
             }
             if is_form {
-                params.extend(url::form_urlencoded::parse(&body).into_owned());
+                params.extend(url::form_urlencoded::parse(&form));
             }
         }
-        let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
+        let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_ref()).filter(|v| !v.is_empty());
         let api = if single_entry {
             let name = param("method").ok_or_else(|| ApiError::from(portico_core::Error::validation("method", "is required on /router/rest")))?;
             snap.api(name, param("v")).cloned().ok_or_else(|| refuse(Code::UnknownApi, format!("no published API {name}")))?
@@ -216,7 +218,7 @@ impl Gateway {
             let json_input = if single_entry { param("biz_content").map(|b| b.as_bytes()) } else { (!body.is_empty()).then_some(&body[..]) };
             let doc: Value = match json_input {
                 Some(raw) => serde_json::from_slice(raw).map_err(|e| refuse(Code::InvalidJson, format!("the input is not JSON: {e}")))?,
-                None => Value::Object(params.iter().filter(|(k, _)| !COMMON.contains(&k.as_str())).map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect()),
+                None => Value::Object(params.iter().filter(|(k, _)| !COMMON.contains(&k.as_ref())).map(|(k, v)| (k.to_string(), Value::String(v.to_string()))).collect()),
             };
             let first = schema.iter_errors(&doc).next().map(|error| (error.instance_path().to_string(), error.to_string()));
             if let Some((path, reason)) = first {
@@ -228,7 +230,7 @@ impl Gateway {
         // Forward.
         let pool = snap.service(&api.service).cloned().ok_or_else(|| refuse(Code::UpstreamUnavailable, format!("no instance of {} is registered", api.service)))?;
         let (upstream_path, upstream_body, content_type) = if single_entry {
-            let business: Vec<(&str, &str)> = params.iter().filter(|(k, _)| !COMMON.contains(&k.as_str())).map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let business: Vec<(&str, &str)> = params.iter().filter(|(k, _)| !COMMON.contains(&k.as_ref())).map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
             let mut p = api.upstream_path.clone();
             if !business.is_empty() {
                 p.push('?');
@@ -358,7 +360,7 @@ impl Gateway {
         uri: &axum::http::Uri,
         headers: &HeaderMap,
         body: &[u8],
-        params: &[(String, String)],
+        params: &[(Cow<'_, str>, Cow<'_, str>)],
         now_ms: i64,
     ) -> Result<Caller, ApiError> {
         let lookup = |key: &str| {
@@ -386,11 +388,11 @@ impl Gateway {
             return Err(refuse(Code::Unauthenticated, "Authorization must be `Bearer <token>` or a PORTICO-* signature"));
         }
         if params.iter().any(|(k, _)| k == "sign") {
-            let refs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let refs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
             let v = self.verifier().verify_params(*method == Method::GET, &refs, lookup, now).await.map_err(ApiError::from)?;
             let app = snap.app(&v.app_key).cloned().ok_or_else(|| refuse(Code::Unauthenticated, "unknown app_key"))?;
             // `session` carries an end user's access token, as on Taobao.
-            let token = match params.iter().find(|(k, _)| k == "session").map(|(_, v)| v.as_str()) {
+            let token = match params.iter().find(|(k, _)| k == "session").map(|(_, v)| v.as_ref()) {
                 Some(s) => {
                     let info = self.oauth().validate(s).await?.ok_or_else(|| refuse(Code::Unauthenticated, "the session token is invalid, expired or revoked"))?;
                     if info.app_id != app.app_id {
