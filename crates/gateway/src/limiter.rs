@@ -5,7 +5,7 @@
 
 use std::{
     collections::HashMap,
-    hash::{BuildHasher, Hash, Hasher},
+    hash::BuildHasher,
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -153,9 +153,7 @@ impl RateLimiter {
         let rate = rate.max(1);
         let interval = 1_000_000_000 / rate;
         let tolerance = interval * (rate - 1);
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        let mut shard = self.shards[h.finish() as usize % SHARDS].lock().unwrap_or_else(|p| p.into_inner());
+        let mut shard = self.shards[self.hasher.hash_one(key) as usize % SHARDS].lock().unwrap_or_else(|p| p.into_inner());
         if shard.len() > 200_000 {
             // Keys idle for a second or more carry no state worth keeping.
             shard.retain(|_, tat| *tat + 1_000_000_000 > now);

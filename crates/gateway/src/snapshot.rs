@@ -4,7 +4,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    hash::{BuildHasher, Hash, Hasher},
+    hash::BuildHasher,
     sync::{atomic::AtomicUsize, Arc},
     time::Duration,
 };
@@ -102,9 +102,7 @@ impl Snapshot {
     }
 
     fn shard_of(&self, key: &str) -> usize {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        h.finish() as usize % SHARDS
+        self.hasher.hash_one(key) as usize % SHARDS
     }
 
     pub fn app(&self, app_key: &str) -> Option<&Arc<AppEntry>> {
