@@ -129,7 +129,7 @@ impl App {
             // The gateway serves from its snapshot without the database, so the public
             // listener stays ready (degraded) when the database is gone. Its own accept
             // loop sends gateway calls straight into the pipeline.
-            let app = with_common_layers(public_router, &platform, &config, true);
+            let app = with_common_layers(public_router, &platform, &config, Some(gateway.clone()));
             let mut stop = stop_rx.clone();
             let grace = Duration::from_secs(config.shutdown.grace_secs);
             let gw = gateway.clone();
@@ -141,7 +141,7 @@ impl App {
             });
         }
         for (name, listener, router) in [("console", console, console_router), ("internal", internal, internal_router)] {
-            let app = with_common_layers(router, &platform, &config, false);
+            let app = with_common_layers(router, &platform, &config, None);
             let mut stop = stop_rx.clone();
             servers.spawn(async move {
                 let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
@@ -235,13 +235,15 @@ fn write_owner_only(path: &Path, contents: &str) -> anyhow::Result<()> {
 }
 
 /// Health probes, envelopes for unknown routes and methods, body limits, timeouts,
-/// panics turned into 500 envelopes, and the trace id: the same on every listener.
-fn with_common_layers(router: Router, platform: &Platform, config: &Config, serves_without_database: bool) -> Router {
+/// panics turned into 500 envelopes, and the trace id: the same on every listener. The
+/// public listener passes its gateway: it stays ready without the database, and its
+/// readiness counts the call records dropped.
+fn with_common_layers(router: Router, platform: &Platform, config: &Config, gateway: Option<Gateway>) -> Router {
     let timeout = Duration::from_secs(config.http.request_timeout_secs);
     let ready_platform = platform.clone();
     router
         .route("/healthz", get(|| async { Success(serde_json::json!({ "status": "alive" })) }))
-        .route("/readyz", get(move || readyz(ready_platform.clone(), serves_without_database)))
+        .route("/readyz", get(move || readyz(ready_platform.clone(), gateway.clone())))
         .method_not_allowed_fallback(envelope::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.http.max_body_bytes))
         .layer(CatchPanicLayer::custom(envelope::panic_response))
@@ -254,11 +256,18 @@ fn with_common_layers(router: Router, platform: &Platform, config: &Config, serv
         .layer(middleware::from_fn(portico_core::trace::layer))
 }
 
-async fn readyz(platform: Platform, serves_without_database: bool) -> Response {
+async fn readyz(platform: Platform, gateway: Option<Gateway>) -> Response {
+    // Call records dropped since start because the writer fell behind (the channel was
+    // full): calls never wait for their records.
+    let dropped = gateway.as_ref().map(|g| g.recorder().dropped());
     if platform.store().ping().await {
-        Success(serde_json::json!({ "status": "ready", "database": "ok" })).into_response()
-    } else if serves_without_database {
-        Success(serde_json::json!({ "status": "degraded", "database": "unreachable", "gateway": "serving from its last configuration snapshot" }))
+        let mut data = serde_json::json!({ "status": "ready", "database": "ok" });
+        if let Some(n) = dropped {
+            data["call_records_dropped"] = n.into();
+        }
+        Success(data).into_response()
+    } else if let Some(n) = dropped {
+        Success(serde_json::json!({ "status": "degraded", "database": "unreachable", "gateway": "serving from its last configuration snapshot", "call_records_dropped": n }))
             .into_response()
     } else {
         let mut e = ApiError::new(Code::Unavailable, "the database is unreachable");

@@ -16,6 +16,9 @@ engine_test! {
                 assert_eq!(v["data"]["status"], status);
             }
         }
+        // The public listener's readiness also counts call records dropped (none here).
+        let v: Value = app.client.get(format!("{}/readyz", app.public)).send().await.unwrap().json().await.unwrap();
+        assert_eq!(v["data"]["call_records_dropped"], 0, "{v}");
     }
 }
 
@@ -84,6 +87,7 @@ engine_test! {
         let v: Value = app.client.get(format!("{}/readyz", app.public)).send().await.unwrap().json().await.unwrap();
         assert_eq!(v["data"]["status"], "degraded");
         assert_eq!(v["data"]["database"], "unreachable");
+        assert_eq!(v["data"]["call_records_dropped"], 0, "{v}");
         let res = app.client.get(format!("{}/readyz", app.console)).send().await.unwrap();
         assert_eq!(res.status(), 503);
         let v: Value = res.json().await.unwrap();
