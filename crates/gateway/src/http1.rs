@@ -149,19 +149,19 @@ fn find_crlf(b: &[u8]) -> Option<usize> {
     b.windows(2).position(|w| w == b"\r\n")
 }
 
-/// The `Date` header value for now, formatted once per second per thread.
-pub fn date() -> std::rc::Rc<str> {
+/// Appends a `Date` header for now; the value is formatted once per second per thread.
+pub fn write_date(out: &mut Vec<u8>) {
     thread_local! {
-        static CACHE: RefCell<(u64, std::rc::Rc<str>)> = RefCell::new((0, std::rc::Rc::from("")));
+        static CACHE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
     }
     let now = SystemTime::now();
     let secs = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         if c.0 != secs {
-            *c = (secs, std::rc::Rc::from(httpdate::fmt_http_date(now)));
+            *c = (secs, httpdate::fmt_http_date(now));
         }
-        c.1.clone()
+        write_header(out, b"date", c.1.as_bytes());
     })
 }
 

@@ -265,7 +265,7 @@ async fn write_response(stream: &mut TcpStream, out: &mut Vec<u8>, response: Res
     http1::write_status(out, parts.status);
     http1::write_headers(out, &parts.headers);
     if !parts.headers.contains_key(axum::http::header::DATE) {
-        http1::write_header(out, b"date", http1::date().as_bytes());
+        http1::write_date(out);
     }
     http1::write_content_length(out, body.len());
     if close {
