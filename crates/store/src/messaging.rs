@@ -208,19 +208,8 @@ pub async fn subscription(conn: &mut AnyConnection, merchant_id: &str, id: &str)
 
 /// Subscriptions by id, whoever owns them: for the delivery engine only.
 pub async fn subscriptions_by_id(conn: &mut AnyConnection, ids: &[String]) -> Result<Vec<SubscriptionRecord>, Error> {
-    let mut out = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(200) {
-        let list = placeholders(1, chunk.len());
-        let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id IN ({list})");
-        let mut q = sqlx::query(&sql);
-        for id in chunk {
-            q = q.bind(id);
-        }
-        for r in q.fetch_all(&mut *conn).await.db()? {
-            out.push(SubscriptionRecord::from_row(&r)?);
-        }
-    }
-    Ok(out)
+    let rows = select_in(conn, &format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id"), ids).await?;
+    rows.iter().map(SubscriptionRecord::from_row).collect()
 }
 
 /// A merchant's subscriptions, optionally of one app.
@@ -362,16 +351,9 @@ pub async fn insert_events(conn: &mut AnyConnection, engine: Engine, events: &[E
 /// The events already stored under any of `keys`, by idempotency key.
 pub async fn events_by_idempotency_keys(conn: &mut AnyConnection, keys: &[&str]) -> Result<HashMap<String, EventRecord>, Error> {
     let mut out = HashMap::new();
-    for chunk in keys.chunks(200) {
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE idempotency_key IN ({})", placeholders(1, chunk.len()));
-        let mut q = sqlx::query(&sql);
-        for k in chunk {
-            q = q.bind(*k);
-        }
-        for r in q.fetch_all(&mut *conn).await.db()? {
-            let e = EventRecord::from_row(&r)?;
-            out.insert(e.idempotency_key.clone().unwrap_or_default(), e);
-        }
+    for r in select_in(conn, &format!("SELECT {EVENT_COLUMNS} FROM events WHERE idempotency_key"), keys).await? {
+        let e = EventRecord::from_row(&r)?;
+        out.insert(e.idempotency_key.clone().unwrap_or_default(), e);
     }
     Ok(out)
 }
@@ -539,16 +521,17 @@ pub async fn claim(conn: &mut AnyConnection, engine: Engine, now: i64, lease_unt
     let mut ordered_heads: HashMap<(String, String), Option<i64>> = HashMap::new();
     for c in candidates.iter().filter(|c| c.ordered && c.key.is_some()) {
         let k = (c.sub.clone(), c.key.clone().unwrap_or_default());
-        if !ordered_heads.contains_key(&k) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = ordered_heads.entry(k) {
+            let (sub, key) = slot.key();
             let row = sqlx::query(
                 "SELECT MIN(seq) AS seq FROM deliveries WHERE subscription_id = $1 AND business_key = $2 AND status IN ('queued', 'sending')",
             )
-            .bind(&k.0)
-            .bind(&k.1)
+            .bind(sub)
+            .bind(key)
             .fetch_one(&mut *conn)
             .await
             .db()?;
-            ordered_heads.insert(k, col::<Option<i64>>(&row, "seq")?);
+            slot.insert(col::<Option<i64>>(&row, "seq")?);
         }
     }
     for c in &candidates {
@@ -800,15 +783,8 @@ async fn with_payloads(conn: &mut AnyConnection, deliveries: Vec<DeliveryRecord>
     event_ids.sort_unstable();
     event_ids.dedup();
     let mut events: HashMap<String, (String, i64)> = HashMap::with_capacity(event_ids.len());
-    for chunk in event_ids.chunks(200) {
-        let sql = format!("SELECT id, payload, created_at FROM events WHERE id IN ({})", placeholders(1, chunk.len()));
-        let mut q = sqlx::query(&sql);
-        for id in chunk {
-            q = q.bind(*id);
-        }
-        for r in q.fetch_all(&mut *conn).await.db()? {
-            events.insert(col(&r, "id")?, (col(&r, "payload")?, col(&r, "created_at")?));
-        }
+    for r in select_in(&mut *conn, "SELECT id, payload, created_at FROM events WHERE id", &event_ids).await? {
+        events.insert(col(&r, "id")?, (col(&r, "payload")?, col(&r, "created_at")?));
     }
     deliveries
         .into_iter()
@@ -1103,6 +1079,21 @@ pub async fn owner_emails(conn: &mut AnyConnection, merchant_id: &str) -> Result
         .await
         .db()?;
     rows.iter().map(|r| col(r, "email")).collect()
+}
+
+/// The rows of `{select} IN (…)` for every one of `values`, 200 to a statement; `select`
+/// is the statement up to the column compared, e.g. `SELECT … FROM events WHERE id`.
+async fn select_in<S: AsRef<str>>(conn: &mut AnyConnection, select: &str, values: &[S]) -> Result<Vec<AnyRow>, Error> {
+    let mut rows = Vec::with_capacity(values.len());
+    for chunk in values.chunks(200) {
+        let sql = format!("{select} IN ({})", placeholders(1, chunk.len()));
+        let mut q = sqlx::query(&sql);
+        for v in chunk {
+            q = q.bind(v.as_ref());
+        }
+        rows.extend(q.fetch_all(&mut *conn).await.db()?);
+    }
+    Ok(rows)
 }
 
 /// `$start, $start+1, …` for an `IN (…)` list of `n` values.

@@ -17,7 +17,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "messaging", include_str!("../migrations/0006_messaging.sql")),
 ];
 
-const LOCK_ID: i64 = 0x706f_7274_6963_6f; // "portico"
+const LOCK_ID: i64 = 0x0070_6f72_7469_636f; // "portico"
 
 pub(crate) async fn run(pool: &AnyPool, engine: Engine) -> Result<(), Error> {
     let mut conn = pool.acquire().await.db()?;
