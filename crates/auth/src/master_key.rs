@@ -106,7 +106,7 @@ pub fn mask(value: &str) -> String {
     let chars: Vec<char> = value.chars().collect();
     let keep = if chars.len() > 6 { 4 } else { chars.len().saturating_sub(2).min(2) };
     let hidden = chars.len() - keep;
-    std::iter::repeat('*').take(hidden).chain(chars[hidden..].iter().copied()).collect()
+    std::iter::repeat_n('*', hidden).chain(chars[hidden..].iter().copied()).collect()
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use std::{
     collections::HashSet,
-    hash::{BuildHasher, Hash, Hasher},
+    hash::BuildHasher,
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -90,9 +90,7 @@ impl MemoryNonces {
     }
 
     pub fn first_use(&self, app_key: &str, nonce: &str) -> bool {
-        let mut h = self.hasher.build_hasher();
-        (app_key, nonce).hash(&mut h);
-        let shard = &self.shards[h.finish() as usize % SHARDS];
+        let shard = &self.shards[self.hasher.hash_one((app_key, nonce)) as usize % SHARDS];
         let mut g = shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if g.rotated_at.elapsed() >= self.window {
             g.previous = std::mem::take(&mut g.current);

@@ -39,7 +39,7 @@ impl Form {
 
 /// Client credentials as presented: HTTP Basic (form-urlencoded parts, RFC 6749 §2.3.1)
 /// or `client_id`/`client_secret` in the body, never both.
-pub(crate) fn presented_client<'a>(authorization: Option<&str>, form: &'a Form) -> Result<(String, Option<String>, bool), OAuthError> {
+pub(crate) fn presented_client(authorization: Option<&str>, form: &Form) -> Result<(String, Option<String>, bool), OAuthError> {
     match authorization {
         Some(h) => {
             let encoded = h.strip_prefix("Basic ").ok_or_else(|| OAuthError::invalid_client("Authorization must be Basic client credentials"))?;

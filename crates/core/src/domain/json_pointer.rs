@@ -47,13 +47,7 @@ impl JsonPointer {
         for t in &self.tokens {
             v = match v {
                 Value::Object(m) => m.get(t)?,
-                Value::Array(a) => {
-                    if t == "0" || (!t.starts_with('0') && t.bytes().all(|b| b.is_ascii_digit())) {
-                        a.get(t.parse::<usize>().ok()?)?
-                    } else {
-                        return None;
-                    }
-                }
+                Value::Array(a) if t == "0" || (!t.starts_with('0') && t.bytes().all(|b| b.is_ascii_digit())) => a.get(t.parse::<usize>().ok()?)?,
                 _ => return None,
             };
         }
