@@ -176,7 +176,7 @@ impl Connection {
 
     /// Answers a request the loop cannot take and closes the connection.
     async fn refuse(&self, stream: &mut TcpStream, out: &mut Vec<u8>, error: ApiError) {
-        let response = trace::scope(trace::new_trace_id(), async move { error.into_response() }).await;
+        let response = traced(trace::new_trace_id(), async move { error.into_response() }).await;
         let _ = write_response(stream, out, response, true).await;
     }
 
@@ -292,12 +292,20 @@ async fn dispatch(gw: Gateway, router: Router, peer: SocketAddr, mut req: Reques
         };
     }
     let trace_id = req.headers().get(TRACE_HEADER).and_then(|v| v.to_str().ok()).filter(|s| trace::acceptable(s)).map(str::to_string).unwrap_or_else(trace::new_trace_id);
+    traced(trace_id, async move {
+        match AssertUnwindSafe(crate::pipeline::serve(gw, peer, req)).catch_unwind().await {
+            Ok(r) => r,
+            Err(panic) => portico_core::http::panic_response(panic),
+        }
+    })
+    .await
+}
+
+/// Runs `answer` with `trace_id` as the current trace id (logs, envelope) and puts it in
+/// the answer's `x-trace-id` header.
+async fn traced(trace_id: String, answer: impl std::future::Future<Output = Response>) -> Response {
     let header = HeaderValue::from_str(&trace_id).expect("trace ids are ASCII");
-    let call = trace::scope(trace_id, AssertUnwindSafe(crate::pipeline::serve(gw, peer, req)).catch_unwind());
-    let mut response = match call.await {
-        Ok(r) => r,
-        Err(panic) => portico_core::http::panic_response(panic),
-    };
+    let mut response = trace::scope(trace_id, answer).await;
     response.headers_mut().insert(TRACE_HEADER, header);
     response
 }

@@ -659,6 +659,7 @@ engine_test! {
         // Bad input: an envelope with its code, then the connection is closed.
         let out = raw_exchange(app, b"GET /api/x HTTP/1.1\r\nbad header\r\n\r\n").await;
         assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n") && out.contains(r#""code":10007"#) && out.contains("trace_id"), "{out}");
+        assert!(out.contains("\r\nx-trace-id: "), "refusals carry the trace id in the header too: {out}");
         let out = raw_exchange(app, b"GET /api/x HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n").await;
         assert!(out.contains(r#""code":10007"#) && out.contains("Content-Length"), "{out}");
         let out = raw_exchange(app, b"POST /api/order-svc/orders/create HTTP/1.1\r\ncontent-length: 999999999\r\n\r\n").await;
