@@ -62,6 +62,7 @@ impl Limits {
     /// One request against `rate` per second with a burst of `rate`. When Redis cannot be
     /// reached the call is allowed (and logged): a limiter outage must not take the
     /// gateway down with it.
+    ///
     /// The key is given in parts (`["app:", app_id]`), joined without an allocation per
     /// call in memory.
     pub async fn check(&self, key: &[&str], rate: u64) -> Decision {
