@@ -5,6 +5,7 @@
 #
 #   bench/gateway.sh                 # 1 nginx worker vs 1 Portico worker thread
 #   WORKERS=2 bench/gateway.sh
+#   PORTICO_BIN=/path/to/portico bench/gateway.sh   # another build of Portico
 #
 # Portico runs the full pipeline: route, token (or signature) authentication, app and
 # merchant checks, IP allowlist, grant check, rate limit (a limit far above the load, so
@@ -21,8 +22,8 @@ baseline="$root/../shared/bench/proxy-baseline.sh"
 pair="$root/../shared/bench/wrk-pair.sh"
 [[ -f $baseline && -f $pair ]] || { echo "needs ../shared/bench (proxy-baseline.sh, wrk-pair.sh) beside the checkout"; exit 1; }
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/portico-target}"
-cargo build --release -p portico >/dev/null
-bin="$CARGO_TARGET_DIR/release/portico"
+# PORTICO_BIN runs another build (an older commit's binary, say) instead of this checkout's.
+if [[ -n ${PORTICO_BIN:-} ]]; then bin=$PORTICO_BIN; else cargo build --release -p portico >/dev/null; bin="$CARGO_TARGET_DIR/release/portico"; fi
 work=$(mktemp -d)
 cleanup() {
   kill "$(cat "$work/pid" 2>/dev/null)" "$(cat "$work/beat.pid" 2>/dev/null)" 2>/dev/null || true

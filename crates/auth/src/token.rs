@@ -12,7 +12,11 @@ pub fn generate(prefix: &str) -> String {
 
 /// The digest stored in place of the token, hex-encoded.
 pub fn digest(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    // Into a fixed buffer: `hex::encode` collects chars one by one, and this runs on
+    // every gateway call with a token.
+    let mut hex = [0u8; 64];
+    let _ = hex::encode_to_slice(Sha256::digest(token.as_bytes()), &mut hex);
+    std::str::from_utf8(&hex).unwrap_or_default().to_owned()
 }
 
 /// Constant-time equality for secrets and signatures.

@@ -194,9 +194,15 @@ pub fn write_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
 
 /// Appends `content-length: n`.
 pub fn write_content_length(out: &mut Vec<u8>, n: usize) {
+    write_number_header(out, b"content-length", n as u64);
+}
+
+/// Appends a header whose value is a number.
+pub fn write_number_header(out: &mut Vec<u8>, name: &[u8], n: u64) {
     use std::io::Write as _;
+    out.extend_from_slice(name);
     // Writing into a vector cannot fail.
-    let _ = write!(out, "content-length: {n}\r\n");
+    let _ = write!(out, ": {n}\r\n");
 }
 
 /// Whether a header value can be sent as it is: visible ASCII, spaces and tabs (what
@@ -208,7 +214,8 @@ pub fn is_valid_value(v: &[u8]) -> bool {
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the old `Proxy-Connection`): they belong
 /// to one connection and are never forwarded.
 pub fn is_hop_by_hop(name: &str) -> bool {
-    matches!(name, "connection" | "keep-alive" | "proxy-authenticate" | "proxy-authorization" | "proxy-connection" | "te" | "trailer" | "transfer-encoding" | "upgrade")
+    const HOP_BY_HOP: [&str; 9] = ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::{borrow::Cow, net::SocketAddr, sync::Arc, time::Instant};
 use axum::{
     body::Body,
     extract::{ConnectInfo, Request, State},
-    http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode},
+    http::{HeaderName, HeaderValue, Method, StatusCode},
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
@@ -35,20 +35,70 @@ const COMMON: &[&str] = &["app_key", "method", "v", "timestamp", "sign_method", 
 /// A client must send its body within this time (slow clients hold no worker for long).
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-const DEPRECATION: HeaderName = HeaderName::from_static("deprecation");
-const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
-const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+/// A gateway call as the pipeline reads it, borrowed from whichever loop parsed it.
+pub struct Inbound<'a> {
+    pub method: Method,
+    /// The request target: path and query, as sent.
+    pub target: &'a str,
+    /// Header names (as sent, in any case) and values.
+    pub headers: &'a [(&'a str, &'a [u8])],
+    pub body: Bytes,
+    pub peer: SocketAddr,
+}
+
+impl Inbound<'_> {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
+    }
+}
+
+/// The answer to a call, ready for the wire.
+pub struct Reply {
+    pub status: StatusCode,
+    /// Header lines (`name: value\r\n` each) without framing headers, `Date` or the trace
+    /// id, which the writer adds.
+    pub lines: Vec<u8>,
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The same answer from a `Response` whose body is already whole (the envelope of a
+    /// refusal).
+    pub async fn from_response(response: Response) -> Reply {
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+        let mut lines = Vec::with_capacity(128);
+        http1::write_headers(&mut lines, &parts.headers);
+        Reply { status: parts.status, lines, body }
+    }
+
+    pub fn into_response(self) -> Response {
+        let mut response = Response::new(Body::from(self.body));
+        *response.status_mut() = self.status;
+        let mut lines = self.lines;
+        lines.extend_from_slice(b"\r\n");
+        let mut slots = [httparse::EMPTY_HEADER; http1::MAX_HEADERS];
+        // The lines were written by the gateway from headers parsed before: they parse.
+        if let Ok(httparse::Status::Complete((_, parsed))) = httparse::parse_headers(&lines, &mut slots) {
+            for h in parsed {
+                if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(h.value)) {
+                    response.headers_mut().append(k, v);
+                }
+            }
+        }
+        response
+    }
+}
 
 /// The axum fallback of the public listener (paths the short path hands to the router
 /// but no route takes).
 pub async fn handle(State(gw): State<Gateway>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
-    serve(gw, peer, req).await
+    serve_request(gw, peer, req).await
 }
 
-/// One call, start to finish, record included.
-pub async fn serve(gw: Gateway, peer: SocketAddr, req: Request) -> Response {
-    let started = Instant::now();
-    let trace_id = portico_core::trace::current().unwrap_or_else(portico_core::trace::new_trace_id);
+/// A call that came through hyper: its body is read (within a time limit), then it goes
+/// through [`serve`].
+pub async fn serve_request(gw: Gateway, peer: SocketAddr, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let read = tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, gw.settings().max_body_bytes)).await;
     let body = match read {
@@ -56,14 +106,23 @@ pub async fn serve(gw: Gateway, peer: SocketAddr, req: Request) -> Response {
         Ok(Err(_)) => return ApiError::new(Code::BodyTooLarge, "the request body is larger than the limit").into_response(),
         Err(_) => return ApiError::new(Code::InvalidJson, "the request body did not arrive in time").into_response(),
     };
-    let bytes_in = body.len();
+    let headers: Vec<(&str, &[u8])> = parts.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())).collect();
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    serve(&gw, Inbound { method: parts.method.clone(), target, headers: &headers, body, peer }).await.into_response()
+}
+
+/// One call, start to finish, record included.
+pub async fn serve(gw: &Gateway, req: Inbound<'_>) -> Reply {
+    let started = Instant::now();
+    let trace_id = portico_core::trace::current().unwrap_or_else(portico_core::trace::new_trace_id);
+    let bytes_in = req.body.len();
     let snap = gw.snapshot();
     let mut call = Call { app: None, api: None, bytes_out: 0, code: 0 };
-    let response = match gw.process(&snap, &parts.method, &parts.uri, &parts.headers, body, peer, &trace_id, &mut call).await {
+    let reply = match gw.process(&snap, &req, &trace_id, &mut call).await {
         Ok(r) => r,
         Err(e) => {
             call.code = e.code.as_u32() as i64;
-            e.into_response()
+            Reply::from_response(e.into_response()).await
         }
     };
     gw.recorder().record(Record::Call(CallFacts {
@@ -71,14 +130,14 @@ pub async fn serve(gw: Gateway, peer: SocketAddr, req: Request) -> Response {
         trace_id,
         app: call.app,
         api: call.api,
-        status: response.status().as_u16(),
+        status: reply.status.as_u16(),
         code: call.code,
         latency_us: started.elapsed().as_micros() as i64,
         bytes_in,
         bytes_out: call.bytes_out,
-        client_ip: peer.ip(),
+        client_ip: req.peer.ip(),
     }));
-    response
+    reply
 }
 
 /// The top level of an answer already in the envelope: a numeric `code` and a string
@@ -125,26 +184,16 @@ fn refuse(code: Code, msg: impl Into<String>) -> ApiError {
 }
 
 impl Gateway {
-    #[allow(clippy::too_many_arguments)]
-    async fn process(
-        &self,
-        snap: &Snapshot,
-        method: &Method,
-        uri: &axum::http::Uri,
-        headers: &HeaderMap,
-        body: Bytes,
-        peer: SocketAddr,
-        trace_id: &str,
-        call: &mut Call,
-    ) -> Result<Response, ApiError> {
+    async fn process(&self, snap: &Snapshot, req: &Inbound<'_>, trace_id: &str, call: &mut Call) -> Result<Reply, ApiError> {
         // Route.
-        let path = uri.path();
-        let query = uri.query().unwrap_or("");
+        let (path, query) = req.target.split_once('?').unwrap_or((req.target, ""));
+        let method = &req.method;
+        let body = &req.body;
         let single_entry = path == "/router/rest";
         // Parameters borrow the query and the form body unless they had to be decoded.
         let form = body.clone();
         let mut params: Vec<(Cow<str>, Cow<str>)> = url::form_urlencoded::parse(query.as_bytes()).collect();
-        let is_form = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+        let is_form = req.header("content-type").is_some_and(|c| c.starts_with(b"application/x-www-form-urlencoded"));
         if single_entry {
             if !matches!(*method, Method::GET | Method::POST) {
                 return Err(refuse(Code::MethodNotAllowed, "the single entry takes GET and POST only"));
@@ -176,14 +225,14 @@ impl Gateway {
 
         // Identify the app.
         let now = now_ms();
-        let caller = self.identify(snap, method, uri, headers, &body, &params, now).await?;
+        let caller = self.identify(snap, req, &params, now).await?;
         call.app = Some(caller.app.clone());
         let app = &caller.app;
         if !app.usable {
             return Err(ApiError::from(portico_auth::signed_request::Rejection::AppDisabled));
         }
-        if !app.allowlist.allows(peer.ip()) {
-            return Err(refuse(Code::IpNotAllowed, format!("{} is not in the app's IP allowlist", peer.ip())));
+        if !app.allowlist.allows(req.peer.ip()) {
+            return Err(refuse(Code::IpNotAllowed, format!("{} is not in the app's IP allowlist", req.peer.ip())));
         }
         let granted = app.grants.contains(&api.group) && caller.token_scope().is_none_or(|s| s.split(' ').any(|x| x == api.group));
         if !granted {
@@ -237,24 +286,25 @@ impl Gateway {
                 p.push_str(&url::form_urlencoded::Serializer::new(String::new()).extend_pairs(business).finish());
             }
             match param("biz_content") {
-                Some(b) => (p, Bytes::copy_from_slice(b.as_bytes()), Some(HeaderValue::from_static("application/json"))),
+                Some(b) => (p, Bytes::copy_from_slice(b.as_bytes()), Some(&b"application/json"[..])),
                 None => (p, Bytes::new(), None),
             }
         } else {
             let p = if query.is_empty() { api.upstream_path.clone() } else { format!("{}?{query}", api.upstream_path) };
-            (p, body, headers.get(header::CONTENT_TYPE).cloned())
+            (p, body.clone(), req.header("content-type"))
         };
         // The upstream request's header lines: the client's own (less hop-by-hop, framing,
         // credentials and anything posing as ours), then the signed identity.
         let mut lines = Vec::with_capacity(1024);
-        for (k, v) in headers {
-            let name = k.as_str();
-            if !http1::is_hop_by_hop(name) && !name.starts_with(PREFIX) && name != "x-trace-id" && k != header::AUTHORIZATION && k != header::HOST && k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
-                http1::write_header(&mut lines, name.as_bytes(), v.as_bytes());
+        for &(name, value) in req.headers {
+            let ours = name.as_bytes().get(..PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(PREFIX.as_bytes()));
+            let framing_or_credentials = ["x-trace-id", "authorization", "host", "content-type", "content-length"].iter().any(|h| h.eq_ignore_ascii_case(name));
+            if !ours && !framing_or_credentials && !http1::is_hop_by_hop(name) {
+                http1::write_header(&mut lines, name.as_bytes(), value);
             }
         }
         if let Some(ct) = content_type {
-            http1::write_header(&mut lines, b"content-type", ct.as_bytes());
+            http1::write_header(&mut lines, b"content-type", ct);
         }
         let identity = Identity {
             app_id: app.app_id.as_str(),
@@ -289,7 +339,7 @@ impl Gateway {
         })?;
 
         // Envelope.
-        let upstream::Answer { status: upstream_status, headers: upstream_headers, body: upstream_body } = answer;
+        let upstream::Answer { status: upstream_status, lines: mut reply_lines, body: upstream_body } = answer;
         // Only a probe of the top level: is it already the envelope? The body is parsed
         // into a full document only when it must be wrapped or a business key read.
         let probe: Option<EnvelopeProbe> = serde_json::from_slice(&upstream_body).ok();
@@ -333,36 +383,19 @@ impl Gateway {
 
         call.bytes_out = body.len();
         call.code = code as i64;
-        let mut out = Response::builder().status(status);
-        if let Some(h) = out.headers_mut() {
-            for (k, v) in &upstream_headers {
-                if !http1::is_hop_by_hop(k.as_str()) && k != header::CONTENT_LENGTH && k != header::CONTENT_TYPE {
-                    h.append(k.clone(), v.clone());
-                }
-            }
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            if api.deprecated {
-                h.insert(DEPRECATION, HeaderValue::from_static("true"));
-            }
-            if let Some((limit, remaining)) = limit_headers {
-                h.insert(RATELIMIT_LIMIT, limit.into());
-                h.insert(RATELIMIT_REMAINING, remaining.into());
-            }
+        // The instance's headers (already without framing, `Content-Type` and `Date`), then ours.
+        http1::write_header(&mut reply_lines, b"content-type", b"application/json");
+        if api.deprecated {
+            http1::write_header(&mut reply_lines, b"deprecation", b"true");
         }
-        Ok(out.body(Body::from(body)).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+        if let Some((limit, remaining)) = limit_headers {
+            http1::write_number_header(&mut reply_lines, b"ratelimit-limit", limit);
+            http1::write_number_header(&mut reply_lines, b"ratelimit-remaining", remaining);
+        }
+        Ok(Reply { status, lines: reply_lines, body })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn identify(
-        &self,
-        snap: &Snapshot,
-        method: &Method,
-        uri: &axum::http::Uri,
-        headers: &HeaderMap,
-        body: &[u8],
-        params: &[(Cow<'_, str>, Cow<'_, str>)],
-        now_ms: i64,
-    ) -> Result<Caller, ApiError> {
+    async fn identify(&self, snap: &Snapshot, req: &Inbound<'_>, params: &[(Cow<'_, str>, Cow<'_, str>)], now_ms: i64) -> Result<Caller, ApiError> {
         let lookup = |key: &str| {
             snap.app(key).map(|e| AppKeys {
                 secrets: if e.previous_until > now_ms { e.secrets.clone() } else { e.secrets.iter().take(1).cloned().collect() },
@@ -372,16 +405,15 @@ impl Gateway {
             })
         };
         let now = now_ms / 1000;
-        if let Some(auth) = headers.get(header::AUTHORIZATION) {
-            let auth = auth.to_str().map_err(|_| refuse(Code::Unauthenticated, "the Authorization header is not text"))?;
+        if let Some(auth) = req.header("authorization") {
+            let auth = std::str::from_utf8(auth).map_err(|_| refuse(Code::Unauthenticated, "the Authorization header is not text"))?;
             if let Some(token) = auth.strip_prefix("Bearer ") {
                 let info = self.oauth().validate(token.trim()).await?.ok_or_else(|| refuse(Code::Unauthenticated, "the access token is invalid, expired or revoked"))?;
                 let app = snap.app(&info.client_id).cloned().ok_or_else(|| refuse(Code::Unauthenticated, "the token's app is unknown"))?;
                 return Ok(Caller { app, token: Some(info), scoped: true });
             }
             if sig_header::is_header_style(auth) {
-                let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-                let v = self.verifier().verify_header(auth, method.as_str(), path_and_query, body, lookup, now).await.map_err(ApiError::from)?;
+                let v = self.verifier().verify_header(auth, req.method.as_str(), req.target, &req.body, lookup, now).await.map_err(ApiError::from)?;
                 let app = snap.app(&v.app_key).cloned().ok_or_else(|| refuse(Code::Unauthenticated, "unknown app_key"))?;
                 return Ok(Caller { app, token: None, scoped: false });
             }
@@ -389,7 +421,7 @@ impl Gateway {
         }
         if params.iter().any(|(k, _)| k == "sign") {
             let refs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
-            let v = self.verifier().verify_params(*method == Method::GET, &refs, lookup, now).await.map_err(ApiError::from)?;
+            let v = self.verifier().verify_params(req.method == Method::GET, &refs, lookup, now).await.map_err(ApiError::from)?;
             let app = snap.app(&v.app_key).cloned().ok_or_else(|| refuse(Code::Unauthenticated, "unknown app_key"))?;
             // `session` carries an end user's access token, as on Taobao.
             let token = match params.iter().find(|(k, _)| k == "session").map(|(_, v)| v.as_ref()) {

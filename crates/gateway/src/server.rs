@@ -23,7 +23,7 @@ use std::{
 use axum::{
     body::Body,
     extract::{ConnectInfo, Request},
-    http::{HeaderMap, HeaderName, HeaderValue, Method, Uri},
+    http::{HeaderName, HeaderValue, Method},
     response::{IntoResponse, Response},
     Router,
 };
@@ -40,7 +40,11 @@ use tokio::{
 };
 use tower::ServiceExt;
 
-use crate::{http1, Gateway};
+use crate::{
+    http1,
+    pipeline::{Inbound, Reply},
+    Gateway,
+};
 
 /// A client must send a whole request head within this time, counted from when the
 /// connection starts waiting for it (so an idle keep-alive connection is closed after it).
@@ -162,13 +166,28 @@ impl Connection {
                 }
             }
             let body = buf.split_to(body_len).freeze();
-            let Some(req) = request(&head, method, target, &fields, body) else {
+            let mut headers = Vec::with_capacity(fields.len());
+            let Some((method, target)) = request(&head, method, target, &fields, &mut headers) else {
                 return self.refuse(&mut stream, &mut out, ApiError::new(Code::MalformedHttp, "the request line or a header is not valid")).await;
             };
-            let response = dispatch(self.gw.clone(), self.router.clone(), self.peer, req).await;
+            let trace_id = headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(trace::TRACE_HEADER))
+                .and_then(|(_, v)| std::str::from_utf8(v).ok())
+                .filter(|s| trace::acceptable(s))
+                .map_or_else(trace::new_trace_id, str::to_string);
+            let call = Inbound { method, target, headers: &headers, body, peer: self.peer };
+            let reply = trace::scope(trace_id.clone(), async {
+                match AssertUnwindSafe(crate::pipeline::serve(&self.gw, call)).catch_unwind().await {
+                    Ok(r) => r,
+                    Err(panic) => Reply::from_response(portico_core::http::panic_response(panic)).await,
+                }
+            })
+            .await;
+            drop(headers);
             drop(head);
             let closing = close || *self.closing.borrow();
-            if write_response(&mut stream, &mut out, response, closing).await.is_err() || closing {
+            if write_reply(&mut stream, &mut out, &reply, &trace_id, closing).await.is_err() || closing {
                 return;
             }
         }
@@ -176,8 +195,9 @@ impl Connection {
 
     /// Answers a request the loop cannot take and closes the connection.
     async fn refuse(&self, stream: &mut TcpStream, out: &mut Vec<u8>, error: ApiError) {
-        let response = traced(trace::new_trace_id(), async move { error.into_response() }).await;
-        let _ = write_response(stream, out, response, true).await;
+        let trace_id = trace::new_trace_id();
+        let reply = trace::scope(trace_id.clone(), Reply::from_response(error.into_response())).await;
+        let _ = write_reply(stream, out, &reply, &trace_id, true).await;
     }
 
     /// Serves the rest of the connection with hyper, starting with the bytes already read.
@@ -242,47 +262,40 @@ fn parse_head(buf: &[u8], fields: &mut Vec<(Range<usize>, Range<usize>)>) -> Hea
     Head::Call { len, method: range(method.as_bytes()), target: range(target.as_bytes()), body: body.unwrap_or(0), close }
 }
 
-/// The request for the pipeline: header values and the target are slices of `head`.
-fn request(head: &Bytes, method: Range<usize>, target: Range<usize>, fields: &[(Range<usize>, Range<usize>)], body: Bytes) -> Option<Request> {
-    let mut headers = HeaderMap::with_capacity(fields.len());
+/// The method and target of a parsed head, and its headers (into `headers`), as slices
+/// of `head`. `None` for a target that is not ASCII or an unknown kind of method.
+fn request<'h>(head: &'h [u8], method: Range<usize>, target: Range<usize>, fields: &[(Range<usize>, Range<usize>)], headers: &mut Vec<(&'h str, &'h [u8])>) -> Option<(Method, &'h str)> {
     for (name, value) in fields {
-        let name = HeaderName::from_bytes(&head[name.clone()]).ok()?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value.clone())).ok()?;
-        headers.append(name, value);
+        // The parser let only token characters into names.
+        headers.push((std::str::from_utf8(&head[name.clone()]).ok()?, &head[value.clone()]));
     }
-    let mut req = Request::new(Body::from(body));
-    *req.method_mut() = Method::from_bytes(&head[method]).ok()?;
-    *req.uri_mut() = Uri::from_maybe_shared(head.slice(target)).ok()?;
-    *req.headers_mut() = headers;
-    Some(req)
+    let target = std::str::from_utf8(&head[target]).ok().filter(|t| t.is_ascii())?;
+    Some((Method::from_bytes(&head[method]).ok()?, target))
 }
 
-/// Writes an answer whose body is already whole (every answer of the lean loop is).
-async fn write_response(stream: &mut TcpStream, out: &mut Vec<u8>, response: Response, close: bool) -> io::Result<()> {
-    let (parts, body) = response.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX).await.map_err(io::Error::other)?;
+/// Writes a reply of the lean loop in one write (two for a large body).
+async fn write_reply(stream: &mut TcpStream, out: &mut Vec<u8>, reply: &Reply, trace_id: &str, close: bool) -> io::Result<()> {
     out.clear();
-    http1::write_status(out, parts.status);
-    http1::write_headers(out, &parts.headers);
-    if !parts.headers.contains_key(axum::http::header::DATE) {
-        http1::write_date(out);
-    }
-    http1::write_content_length(out, body.len());
+    http1::write_status(out, reply.status);
+    out.extend_from_slice(&reply.lines);
+    http1::write_header(out, trace::TRACE_HEADER.as_bytes(), trace_id.as_bytes());
+    http1::write_date(out);
+    http1::write_content_length(out, reply.body.len());
     if close {
         http1::write_header(out, b"connection", b"close");
     }
     out.extend_from_slice(b"\r\n");
-    if body.len() <= INLINE_BODY {
-        out.extend_from_slice(&body);
+    if reply.body.len() <= INLINE_BODY {
+        out.extend_from_slice(&reply.body);
         stream.write_all(out).await
     } else {
         stream.write_all(out).await?;
-        stream.write_all(&body).await
+        stream.write_all(&reply.body).await
     }
 }
 
-/// One call, from either loop: the router's paths to the router, everything else through
-/// the pipeline with a trace id and the envelope on a panic.
+/// One call that came through hyper: the router's paths to the router, everything else
+/// through the pipeline with a trace id and the envelope on a panic.
 async fn dispatch(gw: Gateway, router: Router, peer: SocketAddr, mut req: Request) -> Response {
     if routed(req.uri().path()) {
         req.extensions_mut().insert(ConnectInfo(peer));
@@ -293,7 +306,7 @@ async fn dispatch(gw: Gateway, router: Router, peer: SocketAddr, mut req: Reques
     }
     let trace_id = req.headers().get(TRACE_HEADER).and_then(|v| v.to_str().ok()).filter(|s| trace::acceptable(s)).map(str::to_string).unwrap_or_else(trace::new_trace_id);
     traced(trace_id, async move {
-        match AssertUnwindSafe(crate::pipeline::serve(gw, peer, req)).catch_unwind().await {
+        match AssertUnwindSafe(crate::pipeline::serve_request(gw, peer, req)).catch_unwind().await {
             Ok(r) => r,
             Err(panic) => portico_core::http::panic_response(panic),
         }
@@ -302,12 +315,13 @@ async fn dispatch(gw: Gateway, router: Router, peer: SocketAddr, mut req: Reques
 }
 
 /// Runs `answer` with `trace_id` as the current trace id (logs, envelope) and puts it in
-/// the answer's `x-trace-id` header.
-async fn traced(trace_id: String, answer: impl std::future::Future<Output = Response>) -> Response {
+/// the answer's `x-trace-id` header. Not an `async fn`, which would hold `answer` twice.
+fn traced(trace_id: String, answer: impl std::future::Future<Output = Response>) -> impl std::future::Future<Output = Response> {
     let header = HeaderValue::from_str(&trace_id).expect("trace ids are ASCII");
-    let mut response = trace::scope(trace_id, answer).await;
-    response.headers_mut().insert(TRACE_HEADER, header);
-    response
+    trace::scope(trace_id, answer).map(move |mut response| {
+        response.headers_mut().insert(TRACE_HEADER, header);
+        response
+    })
 }
 
 /// A connection handed to hyper: first the bytes the lean loop had read, then the socket.
@@ -387,8 +401,7 @@ mod tests {
             if let Head::Call { len, method, target, .. } = parse_head(&raw, &mut fields) {
                 prop_assert!(method.end <= len && target.end <= len);
                 prop_assert!(fields.iter().all(|(n, v)| n.end <= len && v.end <= len));
-                let head = Bytes::copy_from_slice(&raw[..len]);
-                let _ = request(&head, method, target, &fields, Bytes::new());
+                let _ = request(&raw[..len], method, target, &fields, &mut Vec::new());
             }
         }
 
@@ -400,10 +413,10 @@ mod tests {
             let raw = format!("GET {target} HTTP/1.1\r\nX-Test: {value}\r\n\r\n");
             let mut fields = Vec::new();
             let Head::Call { len, method, target: t, .. } = parse_head(raw.as_bytes(), &mut fields) else { panic!("not a call: {raw:?}") };
-            let head = Bytes::copy_from_slice(&raw.as_bytes()[..len]);
-            let req = request(&head, method, t, &fields, Bytes::new()).unwrap();
-            prop_assert_eq!(req.uri().to_string(), target);
-            prop_assert_eq!(req.headers().get("x-test").unwrap().as_bytes(), value.trim().as_bytes());
+            let mut headers = Vec::new();
+            let (_, t) = request(&raw.as_bytes()[..len], method, t, &fields, &mut headers).unwrap();
+            prop_assert_eq!(t, target);
+            prop_assert_eq!(headers, vec![("X-Test", value.trim().as_bytes())]);
         }
     }
 }

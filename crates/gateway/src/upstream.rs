@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -64,8 +64,78 @@ struct Conn {
 #[derive(Debug)]
 pub struct Answer {
     pub status: StatusCode,
-    pub headers: HeaderMap,
+    /// The header lines a client may see (`name: value\r\n` each, as the instance wrote
+    /// them): all but hop-by-hop and framing headers, `Content-Type` (the gateway answers
+    /// in JSON) and `Date` (the gateway writes its own, as nginx does).
+    pub lines: Vec<u8>,
     pub body: Bytes,
+}
+
+/// A parsed answer head.
+struct Head {
+    status: StatusCode,
+    lines: Vec<u8>,
+    framing: Framing,
+    /// Whether the connection can carry another request.
+    reusable: bool,
+    len: usize,
+}
+
+enum Parsed {
+    /// A 1xx answer of this length, to be skipped.
+    Interim(usize),
+    Final(Head),
+}
+
+/// Reads an answer head at the start of `buf`; `None` until it is whole. A function of
+/// its own so that the header slots never live in the caller's future.
+fn read_head(buf: &[u8], no_body: bool) -> Result<Option<Parsed>, Exchange> {
+    let mut slots = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Response::new(&mut slots);
+    let n = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() < http1::MAX_HEAD => return Ok(None),
+        Ok(httparse::Status::Partial) => return Err(Exchange::Protocol("the answer's head is too large".into())),
+        Err(e) => return Err(Exchange::Protocol(format!("a malformed answer: {e}"))),
+    };
+    let code = parsed.code.unwrap_or(0);
+    if (100..200).contains(&code) {
+        if code == 101 {
+            return Err(Exchange::Protocol("the instance switched protocols".into()));
+        }
+        return Ok(Some(Parsed::Interim(n)));
+    }
+    let status = StatusCode::from_u16(code).map_err(|_| Exchange::Protocol(format!("status {code}")))?;
+    let mut lines = Vec::with_capacity(256);
+    let mut length = None;
+    let mut chunked = false;
+    let mut other_coding = false;
+    let mut close = parsed.version != Some(1);
+    for h in parsed.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            length = Some(http1::content_length(length, h.value).map_err(|_| Exchange::Protocol("a malformed content-length".into()))?);
+            continue;
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = http1::is_chunked(h.value);
+            other_coding = !chunked;
+        } else if name.eq_ignore_ascii_case("connection") {
+            close |= http1::wants_close(h.value);
+        }
+        if !http1::is_hop_by_hop(name) && !name.eq_ignore_ascii_case("content-type") && !name.eq_ignore_ascii_case("date") {
+            http1::write_header(&mut lines, name.as_bytes(), h.value);
+        }
+    }
+    let framing = if no_body || code == 204 || code == 304 {
+        Framing::Length(0)
+    } else if chunked {
+        Framing::Chunked
+    } else if other_coding {
+        Framing::UntilClose
+    } else {
+        length.map_or(Framing::UntilClose, Framing::Length)
+    };
+    Ok(Some(Parsed::Final(Head { status, lines, framing, reusable: !close, len: n })))
 }
 
 /// Why a request got no answer.
@@ -195,53 +265,14 @@ impl Conn {
         written.await.map_err(|e| Exchange::Silent(e.to_string()))?;
         self.buf.clear();
         // The head, after any interim (1xx) answers.
-        let (status, headers, framing, mut reusable, head_len) = loop {
-            let mut slots = [httparse::EMPTY_HEADER; 64];
-            let mut parsed = httparse::Response::new(&mut slots);
-            match parsed.parse(&self.buf) {
-                Ok(httparse::Status::Complete(n)) => {
-                    let code = parsed.code.unwrap_or(0);
-                    if (100..200).contains(&code) {
-                        if code == 101 {
-                            return Err(Exchange::Protocol("the instance switched protocols".into()));
-                        }
-                        self.buf.advance(n);
-                        continue;
-                    }
-                    let status = StatusCode::from_u16(code).map_err(|_| Exchange::Protocol(format!("status {code}")))?;
-                    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-                    let mut length = None;
-                    let mut chunked = false;
-                    let mut other_coding = false;
-                    let mut close = parsed.version != Some(1);
-                    for h in parsed.headers.iter() {
-                        let name = h.name.as_bytes();
-                        if name.eq_ignore_ascii_case(b"content-length") {
-                            length = Some(http1::content_length(length, h.value).map_err(|_| Exchange::Protocol("a malformed content-length".into()))?);
-                        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                            chunked = http1::is_chunked(h.value);
-                            other_coding = !chunked;
-                        } else if name.eq_ignore_ascii_case(b"connection") {
-                            close |= http1::wants_close(h.value);
-                        }
-                        if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(h.value)) {
-                            headers.append(k, v);
-                        }
-                    }
-                    let framing = if no_body || code == 204 || code == 304 {
-                        Framing::Length(0)
-                    } else if chunked {
-                        Framing::Chunked
-                    } else if other_coding {
-                        Framing::UntilClose
-                    } else {
-                        length.map_or(Framing::UntilClose, Framing::Length)
-                    };
-                    break (status, headers, framing, !close, n);
+        let Head { status, lines, framing, mut reusable, len: head_len } = loop {
+            match read_head(&self.buf, no_body)? {
+                Some(Parsed::Interim(n)) => {
+                    self.buf.advance(n);
+                    continue;
                 }
-                Ok(httparse::Status::Partial) if self.buf.len() < http1::MAX_HEAD => {}
-                Ok(httparse::Status::Partial) => return Err(Exchange::Protocol("the answer's head is too large".into())),
-                Err(e) => return Err(Exchange::Protocol(format!("a malformed answer: {e}"))),
+                Some(Parsed::Final(head)) => break head,
+                None => {}
             }
             let nothing_yet = self.buf.is_empty();
             match self.fill().await {
@@ -297,7 +328,7 @@ impl Conn {
         };
         // Bytes nobody asked for: the connection's framing cannot be trusted.
         reusable &= self.buf.is_empty();
-        Ok((Answer { status, headers, body }, reusable))
+        Ok((Answer { status, lines, body }, reusable))
     }
 }
 
@@ -458,4 +489,25 @@ pub async fn forward(
         }
     }
     Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answer_heads_keep_only_what_a_client_may_see() {
+        let raw = b"HTTP/1.1 200 OK\r\nServer: backend\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-Custom: a b\r\n\r\nok";
+        let Ok(Some(Parsed::Final(head))) = read_head(raw, false) else { panic!("not a final head") };
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(String::from_utf8(head.lines).unwrap(), "Server: backend\r\nX-Custom: a b\r\n");
+        assert!(matches!(head.framing, Framing::Length(2)));
+        assert!(head.reusable);
+        assert_eq!(&raw[head.len..], b"ok");
+        assert!(matches!(read_head(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204", false), Ok(Some(Parsed::Interim(25)))));
+        assert!(matches!(read_head(b"HTTP/1.1 200 OK\r\nServer", false), Ok(None)));
+        assert!(read_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false).is_err());
+        let Ok(Some(Parsed::Final(closing))) = read_head(b"HTTP/1.0 200 OK\r\n\r\n", false) else { panic!() };
+        assert!(!closing.reusable && matches!(closing.framing, Framing::UntilClose));
+    }
 }

@@ -395,9 +395,19 @@ engine_test! {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // Every column comes back as it was recorded (rows are bound as JSON in batches).
         assert_eq!(found["api"], "order.get@1.0", "{found}");
         assert_eq!(found["status"], 200);
+        assert_eq!(found["code"], 0);
+        assert_eq!(found["trace_id"], trace.as_str());
+        assert_eq!(found["merchant_id"], m.as_str());
+        assert_eq!(found["app_id"], _app_id.as_str());
+        assert_eq!(found["client_ip"], "127.0.0.1");
+        assert_eq!(found["bytes_in"], 0);
+        assert!(found["bytes_out"].as_i64().unwrap() > 0);
         assert!(found["latency_us"].as_i64().unwrap() > 0);
+        assert!(found["at"].as_str().unwrap().starts_with("20"), "{found}");
+        assert!(found["id"].as_str().unwrap().starts_with("cal_"));
         let keys = app.get(&format!("/api/v1/merchants/{m}/business-keys?api=order.get@1.0"), &owner, StatusCode::OK).await;
         assert_eq!(keys["data"]["items"][0]["business_key"], "2012120112304512", "{keys}");
         assert_eq!(keys["data"]["items"][0]["trace_id"], trace.as_str());
