@@ -87,7 +87,9 @@ pub struct Snapshot {
     /// name → the newest published (or deprecated) version.
     latest: Arc<HashMap<String, Arc<ApiEntry>>>,
     /// (service, method, upstream path) → API, for `/api/{service}/{path}`.
-    by_upstream: Arc<HashMap<(String, Method, String), Arc<ApiEntry>>>,
+    /// Service → upstream path → the APIs at that path (one per method); looked up by
+    /// borrowed strings on every call.
+    by_upstream: Arc<HashMap<String, HashMap<String, Vec<Arc<ApiEntry>>>>>,
     services: Arc<HashMap<String, Arc<ServicePool>>>,
     hasher: std::collections::hash_map::RandomState,
 }
@@ -117,7 +119,7 @@ impl Snapshot {
     }
 
     pub fn api_by_upstream(&self, service: &str, method: &Method, path: &str) -> Option<&Arc<ApiEntry>> {
-        self.by_upstream.get(&(service.to_string(), method.clone(), path.to_string()))
+        self.by_upstream.get(service)?.get(path)?.iter().find(|e| e.method == *method)
     }
 
     pub fn service(&self, name: &str) -> Option<&Arc<ServicePool>> {
@@ -165,7 +167,7 @@ impl Snapshot {
     pub fn with_catalog(&self, apis: Vec<ApiRecord>) -> Snapshot {
         let mut by_name = HashMap::new();
         let mut latest: HashMap<String, Arc<ApiEntry>> = HashMap::new();
-        let mut by_upstream = HashMap::new();
+        let mut by_upstream: HashMap<String, HashMap<String, Vec<Arc<ApiEntry>>>> = HashMap::new();
         for a in apis.into_iter().filter(|a| a.state != "draft") {
             let Ok(method) = Method::from_bytes(a.http_method.as_bytes()) else { continue };
             let e = Arc::new(ApiEntry {
@@ -193,7 +195,10 @@ impl Snapshot {
             });
             by_name.insert((e.name.clone(), e.version.clone()), e.clone());
             if !e.retired {
-                by_upstream.insert((e.service.clone(), e.method.clone(), e.upstream_path.clone()), e.clone());
+                let at_path = by_upstream.entry(e.service.clone()).or_default().entry(e.upstream_path.clone()).or_default();
+                // One API per service, method and path: a later one takes the place.
+                at_path.retain(|other| other.method != e.method);
+                at_path.push(e.clone());
                 let newer = latest.get(&e.name).is_none_or(|cur| version_key(&e.version) > version_key(&cur.version));
                 if newer {
                     latest.insert(e.name.clone(), e.clone());

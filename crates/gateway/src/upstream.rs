@@ -425,10 +425,10 @@ pub enum ForwardError {
 
 /// Instances in the order to try them: the round-robin choice first, ejected ones left
 /// out (all of them, if the circuit is open).
-fn candidates(pool: &ServicePool, health: &Health) -> Vec<Arc<Instance>> {
+fn candidates<'p>(pool: &'p ServicePool, health: &'p Health) -> impl Iterator<Item = &'p Arc<Instance>> + 'p {
     let n = pool.instances.len();
     if n == 0 {
-        return vec![];
+        return None.into_iter().flatten();
     }
     let total: u32 = pool.instances.iter().map(|i| i.weight).sum();
     let mut slot = (pool.cursor.fetch_add(1, Ordering::Relaxed) % total as usize) as u32;
@@ -440,7 +440,8 @@ fn candidates(pool: &ServicePool, health: &Health) -> Vec<Arc<Instance>> {
         }
         slot -= i.weight;
     }
-    (0..n).map(|k| pool.instances[(first + k) % n].clone()).filter(|i| !health.ejected(&i.id)).collect()
+    // Lazily: most calls take the first instance, and health is read only for those tried.
+    Some((0..n).map(move |k| &pool.instances[(first + k) % n]).filter(|i| !health.ejected(&i.id))).into_iter().flatten()
 }
 
 /// Sends the request to one instance after another until one answers, all within
@@ -455,18 +456,15 @@ pub async fn forward(
     lines: &[u8],
     body: &[u8],
     deadline: tokio::time::Instant,
-) -> Result<(Answer, Arc<Instance>), ForwardError> {
-    let tries = candidates(pool, health);
-    if tries.is_empty() {
-        return Err(ForwardError::NoInstance);
-    }
+) -> Result<Answer, ForwardError> {
     let idempotent = matches!(*method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS);
     let mut last = ForwardError::NoInstance;
-    for instance in tries.into_iter().take(3) {
+    // With no instance out of ejection, `last` stays `NoInstance`.
+    for instance in candidates(pool, health).take(3) {
         match tokio::time::timeout_at(deadline, client.send(&instance.authority, method, &instance.base_path, path_and_query, lines, body)).await {
             Ok(Ok(answer)) => {
                 health.succeeded(&instance.id);
-                return Ok((answer, instance));
+                return Ok(answer);
             }
             Ok(Err(e)) => {
                 health.failed(&instance.id);

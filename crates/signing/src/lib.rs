@@ -83,8 +83,19 @@ pub(crate) fn rsa_verify(key: &RsaPublicKey, message: &[u8], signature: &[u8]) -
 /// Compares a presented hex signature with the expected bytes: case-insensitive, in
 /// constant time.
 pub(crate) fn eq_hex(presented: &str, expected: &[u8]) -> Result<(), SignError> {
-    let decoded = hex::decode(presented.trim()).map_err(|_| SignError::Malformed("not hexadecimal"))?;
-    eq_bytes(&decoded, expected)
+    // Decoded into a fixed buffer (this runs on every signed call); a presented value of
+    // another length cannot match.
+    let presented = presented.trim();
+    let mut decoded = [0u8; 64];
+    if presented.len() != expected.len() * 2 || expected.len() > decoded.len() {
+        return match hex::decode(presented) {
+            Ok(_) => Err(SignError::Mismatch),
+            Err(_) => Err(SignError::Malformed("not hexadecimal")),
+        };
+    }
+    let decoded = &mut decoded[..expected.len()];
+    hex::decode_to_slice(presented, decoded).map_err(|_| SignError::Malformed("not hexadecimal"))?;
+    eq_bytes(decoded, expected)
 }
 
 pub(crate) fn eq_bytes(presented: &[u8], expected: &[u8]) -> Result<(), SignError> {
