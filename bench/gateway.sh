@@ -75,22 +75,25 @@ sig=$("$bin" sign -o json --method hmac-sha256 --secret "$secret" app_key="$key"
 signed="http://127.0.0.1:18080/router/rest?app_key=$key&method=bench.order&v=1.0&timestamp=$ts&sign_method=hmac-sha256&sign=$sig"
 curl -fs "$signed" >/dev/null || { echo "signed call failed"; curl -s "$signed"; exit 1; }
 bash "$pair" "$signed" http://127.0.0.1:9001/order "$ROUNDS"
-# CPU per request: what each proxy's processes spent (user + system, all threads) during
-# one wrk run against it, divided by the requests served. Unlike throughput on a shared
-# two-core box, this does not depend on how the scheduler splits the cores between wrk,
-# the backend and the proxy.
+# CPU per request, two ways, during one wrk run against each proxy, divided by the
+# requests served: what the proxy's processes spent (user + system, all threads), and what
+# the whole box spent (busy time of every CPU in /proc/stat: wrk, the backend, the proxy
+# and softirq alike). The second is the one to compare: on loopback a send runs the
+# receiver's TCP input as a softirq inside the sender, and whether that lands in the
+# sender's system time or in the box's softirq column depends on where timer ticks fall.
 echo "== CPU per request (token authentication for Portico), one ${WRK_SECONDS:-8} s wrk run each"
 ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+box_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 cpu_per_request() {
   local name=$1 url=$2; shift 2
-  local pids=() t0 t1 out n
+  local pids=() t0 t1 b0 b1 out n
   if [[ $name == nginx ]]; then mapfile -t pids < <(pgrep -P "$(cat "$work/nginx/proxy.pid")"); else pids=("$(cat "$work/pid")"); fi
-  t0=$(ticks "${pids[@]}")
+  t0=$(ticks "${pids[@]}"); b0=$(box_ticks)
   out=$(wrk -t1 -c64 -d"${WRK_SECONDS:-8}s" "$@" "$url")
-  t1=$(ticks "${pids[@]}")
+  t1=$(ticks "${pids[@]}"); b1=$(box_ticks)
   n=$(awk '/requests in/ {print $1}' <<<"$out")
   if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then echo "$name: errors during the run: $(grep -E 'Non-2xx|Socket errors' <<<"$out")"; fi
-  python3 -c "import os,sys; print(f'{sys.argv[1]}: {(int(sys.argv[3]) - int(sys.argv[2])) / os.sysconf(\"SC_CLK_TCK\") / int(sys.argv[4]) * 1e6:.1f} us of CPU per request')" "$name" "$t0" "$t1" "$n"
+  python3 -c "import os,sys; t=os.sysconf('SC_CLK_TCK'); a=[int(x) for x in sys.argv[2:7]]; print(f'{sys.argv[1]}: {(a[1]-a[0])/t/a[4]*1e6:.1f} us of CPU per request in its processes, {(a[3]-a[2])/t/a[4]*1e6:.1f} us on the whole box')" "$name" "$t0" "$t1" "$b0" "$b1" "$n"
 }
 cpu_per_request portico http://127.0.0.1:18080/api/bench/order -H "Authorization: Bearer $token"
 cpu_per_request nginx http://127.0.0.1:9001/order
