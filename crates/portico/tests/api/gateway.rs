@@ -262,6 +262,10 @@ engine_test! {
         // Forged identity headers from the client never reach the service.
         let (_, _, v) = json_of(app.client.get(format!("{}/api/order-svc/orders/get", app.public)).bearer_auth(&bearer).header("x-portico-merchant-id", "mch_forged").send().await.unwrap()).await;
         assert_eq!(v["data"]["caller"]["merchant_id"], m.as_str());
+        // In any letter case, as the gateway's own HTTP/1.1 loop keeps names as sent.
+        let raw = raw_exchange(app, format!("GET /api/order-svc/orders/get HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {bearer}\r\nX-Portico-Merchant-Id: mch_forged\r\nConnection: close\r\n\r\n").as_bytes()).await;
+        let body: Value = serde_json::from_str(&raw[raw.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+        assert_eq!(body["data"]["caller"]["merchant_id"], m.as_str(), "{raw}");
     }
 }
 
