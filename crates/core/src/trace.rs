@@ -33,9 +33,10 @@ pub fn acceptable(s: &str) -> bool {
     s.len() >= 8 && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
-fn accept_incoming(v: &HeaderValue) -> Option<String> {
-    let s = v.to_str().ok()?;
-    acceptable(s).then(|| s.to_string())
+/// The trace id for a request: the one it carries in `x-trace-id` when acceptable, else
+/// a new one.
+pub fn incoming_or_new(header: Option<&[u8]>) -> String {
+    header.and_then(|v| std::str::from_utf8(v).ok()).filter(|s| acceptable(s)).map_or_else(new_trace_id, str::to_string)
 }
 
 /// Runs `f` with `trace_id` as the current trace id (for listeners outside the router).
@@ -46,7 +47,7 @@ pub fn scope<F: std::future::Future>(trace_id: String, f: F) -> impl std::future
 
 /// Middleware: assigns the trace id, opens the request's log span and logs its outcome.
 pub async fn layer(req: Request, next: Next) -> Response {
-    let trace_id = req.headers().get(TRACE_HEADER).and_then(accept_incoming).unwrap_or_else(new_trace_id);
+    let trace_id = incoming_or_new(req.headers().get(TRACE_HEADER).map(|v| v.as_bytes()));
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let span = tracing::info_span!("request", trace_id = %trace_id, %method, %path);

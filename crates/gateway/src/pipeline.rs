@@ -191,7 +191,6 @@ impl Gateway {
         let body = &req.body;
         let single_entry = path == "/router/rest";
         // Parameters borrow the query and the form body unless they had to be decoded.
-        let form = body.clone();
         let mut params: Vec<(Cow<str>, Cow<str>)> = form_pairs(query.as_bytes()).collect();
         let is_form = req.header("content-type").is_some_and(|c| c.starts_with(b"application/x-www-form-urlencoded"));
         if single_entry {
@@ -199,7 +198,7 @@ impl Gateway {
                 return Err(refuse(Code::MethodNotAllowed, "the single entry takes GET and POST only"));
             }
             if is_form {
-                params.extend(form_pairs(&form));
+                params.extend(form_pairs(body));
             }
         }
         let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_ref()).filter(|v| !v.is_empty());

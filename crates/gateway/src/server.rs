@@ -170,12 +170,7 @@ impl Connection {
             let Some((method, target)) = request(&head, method, target, &fields, &mut headers) else {
                 return self.refuse(&mut stream, &mut out, ApiError::new(Code::MalformedHttp, "the request line or a header is not valid")).await;
             };
-            let trace_id = headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(trace::TRACE_HEADER))
-                .and_then(|(_, v)| std::str::from_utf8(v).ok())
-                .filter(|s| trace::acceptable(s))
-                .map_or_else(trace::new_trace_id, str::to_string);
+            let trace_id = trace::incoming_or_new(headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(trace::TRACE_HEADER)).map(|(_, v)| *v));
             let call = Inbound { method, target, headers: &headers, body, peer: self.peer };
             let reply = trace::scope(trace_id.clone(), async {
                 match AssertUnwindSafe(crate::pipeline::serve(&self.gw, call)).catch_unwind().await {
@@ -304,7 +299,7 @@ async fn dispatch(gw: Gateway, router: Router, peer: SocketAddr, mut req: Reques
             Err(never) => match never {},
         };
     }
-    let trace_id = req.headers().get(TRACE_HEADER).and_then(|v| v.to_str().ok()).filter(|s| trace::acceptable(s)).map(str::to_string).unwrap_or_else(trace::new_trace_id);
+    let trace_id = trace::incoming_or_new(req.headers().get(TRACE_HEADER).map(|v| v.as_bytes()));
     traced(trace_id, async move {
         match AssertUnwindSafe(crate::pipeline::serve_request(gw, peer, req)).catch_unwind().await {
             Ok(r) => r,
