@@ -667,6 +667,13 @@ engine_test! {
         // HTTP/1.0 and a chunked request body (hyper's side of the listener).
         let out = raw_exchange(app, format!("GET /api/order-svc/orders/get HTTP/1.0\r\nauthorization: Bearer {bearer}\r\n\r\n").as_bytes()).await;
         assert!(out.starts_with("HTTP/1.0 200 OK\r\n") && out.contains("2012120112304512"), "{out}");
+        // A client's acceptable trace id is kept on both sides of the listener, another is replaced.
+        for version in ["1.1", "1.0"] {
+            let out = raw_exchange(app, format!("GET /api/order-svc/orders/get HTTP/{version}\r\nauthorization: Bearer {bearer}\r\nX-Trace-Id: abcdef0123456789\r\nconnection: close\r\n\r\n").as_bytes()).await;
+            assert!(out.to_ascii_lowercase().contains("\r\nx-trace-id: abcdef0123456789\r\n") && out.contains(r#""trace_id":"abcdef0123456789""#), "{out}");
+            let out = raw_exchange(app, format!("GET /api/order-svc/orders/get HTTP/{version}\r\nauthorization: Bearer {bearer}\r\nx-trace-id: <bad>\r\nconnection: close\r\n\r\n").as_bytes()).await;
+            assert!(out.contains("\r\nx-trace-id: ") && !out.contains("<bad>"), "{out}");
+        }
         let chunked = format!("POST /api/order-svc/orders/create HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {bearer}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\n{{\"sku\r\n6\r\n\":\"a\"}}\r\n0\r\n\r\n");
         let out = raw_exchange(app, chunked.as_bytes()).await;
         assert!(out.starts_with("HTTP/1.1 200 OK\r\n") && out.contains(r#""created":true"#), "{out}");
