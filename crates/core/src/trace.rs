@@ -28,6 +28,17 @@ pub fn new_trace_id() -> String {
     crate::id::hex(&b)
 }
 
+/// The millisecond a trace id of `new_trace_id`'s making carries (its first 12 of 32
+/// lowercase hex digits); `None` for any other form. A client's trace id of the same form
+/// yields some number too: whoever relies on it checks it against the call's time.
+pub fn minted_at(trace_id: &str) -> Option<i64> {
+    let b = trace_id.as_bytes();
+    if b.len() != 32 || !b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    i64::from_str_radix(&trace_id[..12], 16).ok()
+}
+
 /// Whether a trace id brought by a client is kept: 8 to 64 letters, digits and dashes.
 pub fn acceptable(s: &str) -> bool {
     s.len() >= 8 && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
@@ -76,5 +87,16 @@ mod tests {
         assert!(a < b, "{a} < {b}");
         assert_ne!(new_trace_id(), new_trace_id());
         assert!(acceptable(&a));
+    }
+
+    #[test]
+    fn a_minted_trace_id_tells_its_millisecond() {
+        let before = crate::time::now_ms();
+        let t = minted_at(&new_trace_id()).unwrap();
+        assert!(t >= before && t <= crate::time::now_ms(), "{t}");
+        for other in ["", "abc", "0123456789ABCDEF0123456789abcdef", "0123456789abcdef0123456789abcdef0", "0123456789abcdef-123456789abcdef", "é123456789abcdef0123456789abcde"] {
+            assert_eq!(minted_at(other), None, "{other}");
+        }
+        assert_eq!(minted_at("00000000000a0123456789abcdef0123"), Some(10));
     }
 }

@@ -68,8 +68,7 @@ pub struct Recorder {
 }
 
 const CAPACITY: usize = 65_536;
-/// Rows per transaction at most. Large batches written a few times a second cost far
-/// less than many small ones: index pages dirtied by one row are reused by the next.
+/// Records per transaction at most.
 const BATCH: usize = 20_000;
 /// How long a batch may gather before it is written.
 const GATHER: Duration = Duration::from_millis(250);
@@ -80,6 +79,7 @@ impl Recorder {
         let (queue, mut rx) = mpsc::channel::<Record>(CAPACITY);
         let writer = async move {
             let mut batch = Vec::with_capacity(BATCH);
+            let (mut call_rows, mut key_rows) = (Vec::with_capacity(BATCH), Vec::new());
             loop {
                 let n = rx.recv_many(&mut batch, BATCH).await;
                 if n == 0 {
@@ -95,23 +95,18 @@ impl Recorder {
                         }
                     }
                 }
-                let result = async {
-                    let mut tx = store.begin().await?;
-                    let mut call_rows = Vec::with_capacity(batch.len());
-                    for r in batch.drain(..) {
-                        match r {
-                            Record::Call(c) => call_rows.push(c.into_record()),
-                            Record::BusinessKey(k) => calls::insert_business_key(&mut tx, &k).await?,
-                        }
+                for r in batch.drain(..) {
+                    match r {
+                        Record::Call(c) => call_rows.push(c.into_record()),
+                        Record::BusinessKey(k) => key_rows.push(k),
                     }
-                    calls::insert_calls(&mut tx, store.engine(), &call_rows).await?;
-                    portico_store::commit(tx).await
                 }
-                .await;
+                let result = calls::write(&store, &call_rows, &key_rows).await;
+                call_rows.clear();
+                key_rows.clear();
                 if let Err(e) = result {
                     tracing::warn!(error = %e, "could not write a batch of call records; dropped");
                 }
-                batch.clear();
             }
         };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime for the call-record writer");

@@ -399,7 +399,7 @@ engine_test! {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        // Every column comes back as it was recorded (rows are bound as JSON in batches).
+        // Every column comes back as it was recorded (calls are packed into segments).
         assert_eq!(found["api"], "order.get@1.0", "{found}");
         assert_eq!(found["status"], 200);
         assert_eq!(found["code"], 0);
@@ -415,6 +415,23 @@ engine_test! {
         let keys = app.get(&format!("/api/v1/merchants/{m}/business-keys?api=order.get@1.0"), &owner, StatusCode::OK).await;
         assert_eq!(keys["data"]["items"][0]["business_key"], "2012120112304512", "{keys}");
         assert_eq!(keys["data"]["items"][0]["trace_id"], trace.as_str());
+        // A trace id the client brought is found too, and the merchant's list holds both
+        // calls, newest first (after those `token` made while waiting for the snapshot).
+        let res = app.client.get(format!("{}/api/order-svc/orders/get", app.public)).bearer_auth(&bearer).header("x-trace-id", "shop-trace-000001").send().await.unwrap();
+        assert_eq!(res.headers()["x-trace-id"], "shop-trace-000001");
+        let mut theirs = Value::Null;
+        for _ in 0..50 {
+            let v = app.get(&format!("/api/v1/merchants/{m}/calls?trace_id=shop-trace-000001"), &owner, StatusCode::OK).await;
+            if let Some(c) = v["data"]["items"].as_array().and_then(|a| a.first()) {
+                theirs = c.clone();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(theirs["trace_id"], "shop-trace-000001", "{theirs}");
+        let all = app.get(&format!("/api/v1/merchants/{m}/calls"), &owner, StatusCode::OK).await;
+        let traces: Vec<&str> = all["data"]["items"].as_array().unwrap().iter().map(|c| c["trace_id"].as_str().unwrap()).collect();
+        assert_eq!(traces[..2], ["shop-trace-000001", trace.as_str()], "{all}");
         // Another merchant sees none of it.
         let (_other, other_owner) = app.active_merchant("other@shop.cn").await;
         app.get(&format!("/api/v1/merchants/{m}/calls"), &other_owner, StatusCode::NOT_FOUND).await;
