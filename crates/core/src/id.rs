@@ -1,22 +1,34 @@
 //! Object ids: a type prefix, then 28 hex digits (a millisecond clock, then random).
 //! Ids sort by creation time, which is what keyset pagination relies on. Within one
-//! process they strictly increase: two ids made in the same millisecond get successive
-//! clock values, so "newest first" never depends on chance.
+//! process they strictly increase: an id made in the same millisecond as the one before
+//! keeps the clock and takes the previous random part plus one (as monotonic ULIDs do), so
+//! "newest first" never depends on chance and the clock part stays the real time however
+//! many ids a millisecond holds (ids made by the tens of thousands a second, as call
+//! records are, once pushed it ahead of the clock, and after a restart new ids would have
+//! sorted before old ones).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use rand::RngCore;
 
-static LAST_MS: AtomicU64 = AtomicU64::new(0);
+/// The clock and random parts of the last id made.
+static LAST: Mutex<(u64, u64)> = Mutex::new((0, 0));
 
 /// A new id such as `mch_0193a4f1c2d94c1e7f0a2b3c4d5e`.
 pub fn new_id(prefix: &str) -> String {
     let now = crate::time::now_ms() as u64 & 0xffff_ffff_ffff;
-    let previous = LAST_MS.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(now.max(last + 1))).unwrap_or(now);
-    let ms = now.max(previous + 1);
-    let mut random = [0u8; 8];
-    rand::thread_rng().fill_bytes(&mut random);
-    format!("{prefix}_{ms:012x}{:016x}", u64::from_be_bytes(random))
+    let (ms, random) = {
+        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+        *last = match *last {
+            (ms, random) if ms >= now => match random.checked_add(1) {
+                Some(next) => (ms, next),
+                None => (ms + 1, 0),
+            },
+            _ => (now, rand::thread_rng().next_u64() >> 1),
+        };
+        *last
+    };
+    format!("{prefix}_{ms:012x}{random:016x}")
 }
 
 /// A random token of `bytes` bytes, hex-encoded behind a prefix (`pk_live_…`).
@@ -67,6 +79,15 @@ mod tests {
         let mut sorted = ids.clone();
         sorted.sort();
         assert_eq!(ids, sorted);
+    }
+
+    #[test]
+    fn many_ids_a_millisecond_keep_the_real_clock() {
+        let ids: Vec<String> = (0..100_000).map(|_| new_id("cal")).collect();
+        let end = crate::time::now_ms() as u64;
+        let clock = |id: &str| u64::from_str_radix(&id[4..16], 16).unwrap();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "strictly increasing");
+        assert!(clock(ids.last().unwrap()) <= end, "{} is ahead of the clock ({end})", ids.last().unwrap());
     }
 
     #[test]

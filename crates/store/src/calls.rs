@@ -177,33 +177,32 @@ pub async fn calls(conn: &mut AnyConnection, merchant_id: Option<&str>, trace_id
     }
 }
 
-/// Segments are read in `last_id` order, a few at a time; once `want` calls are held, a
-/// segment whose newest call is older than the oldest held cannot add any.
+/// Segments are read in `last_id` order (a call is in one segment, so no two segments
+/// share a `last_id`), a few at a time; once `want` calls are held, a segment whose newest
+/// call is older than the oldest held cannot add any.
 async fn newest(conn: &mut AnyConnection, merchant_id: Option<&str>, after: Option<&str>, want: usize) -> Result<Vec<CallRecord>, Error> {
+    let sql = format!(
+        "SELECT id, merchant_id, last_id, body FROM call_segments WHERE {} AND ($2 IS NULL OR first_id < $2) AND ($3 IS NULL OR last_id < $3) \
+         ORDER BY last_id DESC LIMIT 8",
+        // Two forms, so that each can use its index.
+        if merchant_id.is_some() { "merchant_id = $1" } else { "($1 IS NULL OR merchant_id = $1)" }
+    );
     let mut held: Vec<CallRecord> = Vec::new();
-    // Segments are ordered by (last_id, id); this is the last one read.
-    let mut cursor: Option<(String, String)> = None;
+    let mut read_to: Option<String> = None;
     loop {
-        let (last_id, id) = cursor.as_ref().map_or((None, None), |(l, i)| (Some(l.as_str()), Some(i.as_str())));
-        let filter = "($2 IS NULL OR first_id < $2) AND ($3 IS NULL OR last_id < $3 OR (last_id = $3 AND id < $4)) ORDER BY last_id DESC, id DESC LIMIT 8";
-        let sql = match merchant_id {
-            Some(_) => format!("SELECT id, merchant_id, last_id, body FROM call_segments WHERE merchant_id = $1 AND {filter}"),
-            None => format!("SELECT id, merchant_id, last_id, body FROM call_segments WHERE ($1 IS NULL OR merchant_id = $1) AND {filter}"),
-        };
-        let rows = sqlx::query(&sql).bind(merchant_id).bind(after).bind(last_id).bind(id).fetch_all(&mut *conn).await.db()?;
+        let rows = sqlx::query(&sql).bind(merchant_id).bind(after).bind(read_to.as_deref()).fetch_all(&mut *conn).await.db()?;
         if rows.is_empty() {
             return Ok(held);
         }
         for row in &rows {
-            let segment_last: String = col(row, "last_id")?;
-            if held.len() >= want && held.last().is_some_and(|oldest| segment_last < oldest.id) {
+            let last_id: String = col(row, "last_id")?;
+            if held.len() >= want && held.last().is_some_and(|oldest| last_id < oldest.id) {
                 return Ok(held);
             }
-            let calls = decode_row(row)?.into_iter().filter(|c| after.is_none_or(|a| c.id.as_str() < a));
-            held.extend(calls);
+            held.extend(decode_row(row)?.into_iter().filter(|c| after.is_none_or(|a| c.id.as_str() < a)));
             held.sort_unstable_by(|a, b| b.id.cmp(&a.id));
             held.truncate(want);
-            cursor = Some((segment_last, col(row, "id")?));
+            read_to = Some(last_id);
         }
     }
 }
