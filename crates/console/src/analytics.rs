@@ -15,6 +15,7 @@ use crate::{Platform, Principal, Role};
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CallOut {
     pub id: String,
+    /// When the call arrived.
     pub at: String,
     pub trace_id: String,
     pub merchant_id: Option<String>,

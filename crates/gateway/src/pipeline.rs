@@ -113,7 +113,7 @@ pub async fn serve_request(gw: Gateway, peer: SocketAddr, req: Request) -> Respo
 
 /// One call, start to finish, record included.
 pub async fn serve(gw: &Gateway, req: Inbound<'_>) -> Reply {
-    let started = Instant::now();
+    let (started, at) = (Instant::now(), now_ms());
     let trace_id = portico_core::trace::current().unwrap_or_else(portico_core::trace::new_trace_id);
     let bytes_in = req.body.len();
     let snap = gw.snapshot();
@@ -126,7 +126,7 @@ pub async fn serve(gw: &Gateway, req: Inbound<'_>) -> Reply {
         }
     };
     gw.recorder().record(Record::Call(CallFacts {
-        at: now_ms(),
+        at,
         trace_id,
         app: call.app,
         api: call.api,

@@ -30,6 +30,7 @@ pub enum Record {
 /// id, the client address, copies of names) are made on the writer's thread, not on the
 /// thread serving calls.
 pub struct CallFacts {
+    /// When the call arrived (ms).
     pub at: i64,
     pub trace_id: String,
     pub app: Option<Arc<AppEntry>>,
