@@ -169,6 +169,19 @@ async fn token_when(app: &TestApp, key: &str, secret: &str, ready: impl Fn(Statu
     token
 }
 
+/// The merchant's recorded call of a trace id, `null` if none shows within five seconds
+/// (records are written in batches off the request path).
+async fn recorded_call(app: &TestApp, merchant: &str, owner: &str, trace: &str) -> Value {
+    for _ in 0..50 {
+        let v = app.get(&format!("/api/v1/merchants/{merchant}/calls?trace_id={trace}"), owner, StatusCode::OK).await;
+        if let Some(c) = v["data"]["items"].as_array().and_then(|a| a.first()) {
+            return c.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Value::Null
+}
+
 async fn json_of(res: reqwest::Response) -> (StatusCode, HeaderMap, Value) {
     let status = res.status();
     let headers = res.headers().clone();
@@ -389,16 +402,7 @@ engine_test! {
         let res = app.client.get(format!("{}/api/order-svc/orders/get", app.public)).bearer_auth(&bearer).send().await.unwrap();
         let trace = res.headers()["x-trace-id"].to_str().unwrap().to_string();
         assert_eq!(res.status(), 200);
-        // Records are written in batches off the request path: wait for them.
-        let mut found = Value::Null;
-        for _ in 0..50 {
-            let v = app.get(&format!("/api/v1/merchants/{m}/calls?trace_id={trace}"), &owner, StatusCode::OK).await;
-            if let Some(c) = v["data"]["items"].as_array().and_then(|a| a.first()) {
-                found = c.clone();
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let found = recorded_call(app, &m, &owner, &trace).await;
         // Every column comes back as it was recorded (calls are packed into segments).
         assert_eq!(found["api"], "order.get@1.0", "{found}");
         assert_eq!(found["status"], 200);
@@ -419,15 +423,7 @@ engine_test! {
         // calls, newest first (after those `token` made while waiting for the snapshot).
         let res = app.client.get(format!("{}/api/order-svc/orders/get", app.public)).bearer_auth(&bearer).header("x-trace-id", "shop-trace-000001").send().await.unwrap();
         assert_eq!(res.headers()["x-trace-id"], "shop-trace-000001");
-        let mut theirs = Value::Null;
-        for _ in 0..50 {
-            let v = app.get(&format!("/api/v1/merchants/{m}/calls?trace_id=shop-trace-000001"), &owner, StatusCode::OK).await;
-            if let Some(c) = v["data"]["items"].as_array().and_then(|a| a.first()) {
-                theirs = c.clone();
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let theirs = recorded_call(app, &m, &owner, "shop-trace-000001").await;
         assert_eq!(theirs["trace_id"], "shop-trace-000001", "{theirs}");
         let all = app.get(&format!("/api/v1/merchants/{m}/calls"), &owner, StatusCode::OK).await;
         let traces: Vec<&str> = all["data"]["items"].as_array().unwrap().iter().map(|c| c["trace_id"].as_str().unwrap()).collect();
