@@ -4,11 +4,12 @@
 //! Lua script in Redis on Redis's clock, so a limit is exact across instances.
 
 use std::{
-    collections::HashMap,
     hash::BuildHasher,
     sync::Mutex,
     time::{Duration, Instant},
 };
+
+use portico_core::FastMap;
 
 const SHARDS: usize = 64;
 
@@ -100,10 +101,10 @@ impl Limits {
 
 pub struct RateLimiter {
     epoch: Instant,
-    shards: Vec<Mutex<HashMap<String, u64>>>,
-    hasher: std::collections::hash_map::RandomState,
+    shards: Vec<Mutex<FastMap<String, u64>>>,
+    hasher: portico_core::FastHasher,
     /// Daily counts: key → (day, calls).
-    days: Mutex<HashMap<String, (i64, u64)>>,
+    days: Mutex<FastMap<String, (i64, u64)>>,
 }
 
 /// The outcome of one check.
@@ -125,9 +126,9 @@ impl RateLimiter {
     pub fn new() -> RateLimiter {
         RateLimiter {
             epoch: Instant::now(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(FastMap::default())).collect(),
             hasher: Default::default(),
-            days: Mutex::new(HashMap::new()),
+            days: Mutex::new(FastMap::default()),
         }
     }
 

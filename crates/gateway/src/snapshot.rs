@@ -3,7 +3,7 @@
 //! (1/256 of the apps), not the whole map: a million apps stay cheap to edit.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     hash::BuildHasher,
     sync::{atomic::AtomicUsize, Arc},
     time::Duration,
@@ -13,7 +13,7 @@ use axum::http::Method;
 use portico_console::Platform;
 use portico_core::{
     domain::{IpAllowlist, JsonPointer},
-    Error,
+    Error, FastMap,
 };
 use portico_store::{catalog::ApiRecord, registry::InstanceRecord, Conn};
 use rsa::{pkcs8::DecodePublicKey, RsaPublicKey};
@@ -79,26 +79,26 @@ pub struct ServicePool {
 
 #[derive(Clone, Default)]
 pub struct Snapshot {
-    apps: Vec<Arc<HashMap<String, Arc<AppEntry>>>>,
+    apps: Vec<Arc<FastMap<String, Arc<AppEntry>>>>,
     /// app id → its app keys (sharded by app id), to replace an app's entries.
-    keys_of_app: Vec<Arc<HashMap<String, Vec<String>>>>,
+    keys_of_app: Vec<Arc<FastMap<String, Vec<String>>>>,
     /// (name, version) → API; every state but draft.
-    by_name: Arc<HashMap<(String, String), Arc<ApiEntry>>>,
+    by_name: Arc<FastMap<(String, String), Arc<ApiEntry>>>,
     /// name → the newest published (or deprecated) version.
-    latest: Arc<HashMap<String, Arc<ApiEntry>>>,
+    latest: Arc<FastMap<String, Arc<ApiEntry>>>,
     /// (service, method, upstream path) → API, for `/api/{service}/{path}`.
     /// Service → upstream path → the APIs at that path (one per method); looked up by
     /// borrowed strings on every call.
-    by_upstream: Arc<HashMap<String, HashMap<String, Vec<Arc<ApiEntry>>>>>,
-    services: Arc<HashMap<String, Arc<ServicePool>>>,
-    hasher: std::collections::hash_map::RandomState,
+    by_upstream: Arc<FastMap<String, FastMap<String, Vec<Arc<ApiEntry>>>>>,
+    services: Arc<FastMap<String, Arc<ServicePool>>>,
+    hasher: portico_core::FastHasher,
 }
 
 impl Snapshot {
     pub fn empty() -> Snapshot {
         Snapshot {
-            apps: (0..SHARDS).map(|_| Arc::new(HashMap::new())).collect(),
-            keys_of_app: (0..SHARDS).map(|_| Arc::new(HashMap::new())).collect(),
+            apps: (0..SHARDS).map(|_| Arc::new(FastMap::default())).collect(),
+            keys_of_app: (0..SHARDS).map(|_| Arc::new(FastMap::default())).collect(),
             ..Default::default()
         }
     }
@@ -139,8 +139,8 @@ impl Snapshot {
     /// Copies only the shards those apps live in.
     pub fn with_apps(&self, app_ids: &[String], entries: Vec<AppEntry>) -> Snapshot {
         let mut next = self.clone();
-        let mut app_shards: HashMap<usize, HashMap<String, Arc<AppEntry>>> = HashMap::new();
-        let mut key_shards: HashMap<usize, HashMap<String, Vec<String>>> = HashMap::new();
+        let mut app_shards: FastMap<usize, FastMap<String, Arc<AppEntry>>> = FastMap::default();
+        let mut key_shards: FastMap<usize, FastMap<String, Vec<String>>> = FastMap::default();
         for app_id in app_ids {
             let ks = self.shard_of(app_id);
             let keys = key_shards.entry(ks).or_insert_with(|| (*self.keys_of_app[ks]).clone()).remove(app_id).unwrap_or_default();
@@ -165,9 +165,9 @@ impl Snapshot {
     }
 
     pub fn with_catalog(&self, apis: Vec<ApiRecord>) -> Snapshot {
-        let mut by_name = HashMap::new();
-        let mut latest: HashMap<String, Arc<ApiEntry>> = HashMap::new();
-        let mut by_upstream: HashMap<String, HashMap<String, Vec<Arc<ApiEntry>>>> = HashMap::new();
+        let mut by_name = FastMap::default();
+        let mut latest: FastMap<String, Arc<ApiEntry>> = FastMap::default();
+        let mut by_upstream: FastMap<String, FastMap<String, Vec<Arc<ApiEntry>>>> = FastMap::default();
         for a in apis.into_iter().filter(|a| a.state != "draft") {
             let Ok(method) = Method::from_bytes(a.http_method.as_bytes()) else { continue };
             let e = Arc::new(ApiEntry {
@@ -209,7 +209,7 @@ impl Snapshot {
     }
 
     pub fn with_instances(&self, instances: Vec<InstanceRecord>) -> Snapshot {
-        let mut services: HashMap<String, Vec<Arc<Instance>>> = HashMap::new();
+        let mut services: FastMap<String, Vec<Arc<Instance>>> = FastMap::default();
         // Weights divided by their greatest common divisor, so that round robin over
         // weight units alternates (100 and 100 take turns, not a hundred calls each).
         let divisor = instances.iter().map(|i| i.weight.clamp(1, 1000) as u32).fold(0, gcd).max(1);
@@ -247,7 +247,7 @@ fn version_key(v: &str) -> Vec<u64> {
 pub async fn load_apps(platform: &Platform, conn: &mut Conn, scope: AppScope<'_>) -> Result<Vec<AppEntry>, Error> {
     let rows = portico_store::apps::gateway_rows(conn, scope.merchant(), scope.app()).await?;
     let grants = portico_store::apps::all_grants(conn, scope.merchant(), scope.app()).await?;
-    let mut grants_of: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut grants_of: FastMap<String, HashSet<String>> = FastMap::default();
     for (app_id, scope) in grants {
         grants_of.entry(app_id).or_default().insert(scope);
     }

@@ -7,13 +7,13 @@
 //! refused at once until the first ejection ends.
 
 use std::{
-    collections::HashMap,
     sync::{atomic::Ordering, Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use axum::http::{Method, StatusCode};
 use bytes::{Buf, Bytes, BytesMut};
+use portico_core::FastMap;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -47,7 +47,7 @@ const INLINE_BODY: usize = 16 * 1024;
 /// for cached connections: the instance never saw it.
 #[derive(Default)]
 pub struct Client {
-    idle: Mutex<HashMap<String, Vec<Idle>>>,
+    idle: Mutex<FastMap<String, Vec<Idle>>>,
 }
 
 struct Idle {
@@ -343,7 +343,7 @@ enum Framing {
 /// not wait for the next probe.
 #[derive(Default)]
 pub struct Health {
-    map: Mutex<HashMap<String, Record>>,
+    map: Mutex<FastMap<String, Record>>,
 }
 
 #[derive(Default)]

@@ -2,10 +2,9 @@
 //! dropped when their token expires, when it is revoked here, or when
 //! [`crate::OAuth::follow_revocations`] sees a revocation made on another instance.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, RwLock},
-};
+use std::sync::{Arc, RwLock};
+
+use portico_core::FastMap;
 
 /// What a valid access token stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,12 +26,12 @@ pub struct TokenInfo {
 
 pub struct TokenCache {
     max_entries: usize,
-    map: RwLock<HashMap<String, Arc<TokenInfo>>>,
+    map: RwLock<FastMap<String, Arc<TokenInfo>>>,
 }
 
 impl TokenCache {
     pub fn new(max_entries: usize) -> TokenCache {
-        TokenCache { max_entries: max_entries.max(1), map: RwLock::new(HashMap::new()) }
+        TokenCache { max_entries: max_entries.max(1), map: RwLock::new(FastMap::default()) }
     }
 
     /// The cached info for a digest, if present and not expired at `now_ms`.
@@ -75,7 +74,7 @@ impl TokenCache {
 /// and a suspension still takes effect within a second.
 pub struct AppStatusCache {
     ttl: std::time::Duration,
-    map: RwLock<HashMap<String, (AppStatus, std::time::Instant)>>,
+    map: RwLock<FastMap<String, (AppStatus, std::time::Instant)>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +85,7 @@ pub struct AppStatus {
 
 impl AppStatusCache {
     pub fn new(ttl: std::time::Duration) -> AppStatusCache {
-        AppStatusCache { ttl, map: RwLock::new(HashMap::new()) }
+        AppStatusCache { ttl, map: RwLock::new(FastMap::default()) }
     }
 
     pub fn get(&self, app_id: &str) -> Option<AppStatus> {
