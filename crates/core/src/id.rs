@@ -16,7 +16,13 @@ static LAST: Mutex<(u64, u64)> = Mutex::new((0, 0));
 
 /// A new id such as `mch_0193a4f1c2d94c1e7f0a2b3c4d5e`.
 pub fn new_id(prefix: &str) -> String {
-    let now = crate::time::now_ms() as u64 & 0xffff_ffff_ffff;
+    new_id_at(prefix, crate::time::now_ms())
+}
+
+/// A new id whose clock part is `ms` (a moment the caller already read, such as a call's
+/// arrival), or the last id's if that is later: ids still strictly increase.
+pub fn new_id_at(prefix: &str, ms: i64) -> String {
+    let now = ms as u64 & 0xffff_ffff_ffff;
     let (ms, random) = {
         let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
         *last = match *last {
@@ -28,7 +34,12 @@ pub fn new_id(prefix: &str) -> String {
         };
         *last
     };
-    format!("{prefix}_{ms:012x}{random:016x}")
+    let mut id = String::with_capacity(prefix.len() + 29);
+    id.push_str(prefix);
+    id.push('_');
+    push_hex(&mut id, &ms.to_be_bytes()[2..]);
+    push_hex(&mut id, &random.to_be_bytes());
+    id
 }
 
 /// A random token of `bytes` bytes, hex-encoded behind a prefix (`pk_live_…`).
@@ -71,6 +82,20 @@ mod tests {
     fn hex_encodes() {
         assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
         assert_eq!(random_token("p_", 4).len(), 2 + 8);
+    }
+
+    #[test]
+    fn ids_are_prefix_then_28_lowercase_hex_digits() {
+        let id = new_id("mch");
+        assert_eq!(id.len(), 32, "{id}");
+        assert!(id.starts_with("mch_") && id[4..].bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')), "{id}");
+    }
+
+    #[test]
+    fn an_id_for_an_earlier_moment_still_sorts_after_the_last() {
+        let a = new_id("cal");
+        let b = new_id_at("cal", crate::time::now_ms() - 60_000);
+        assert!(b > a, "{b} after {a}");
     }
 
     #[test]

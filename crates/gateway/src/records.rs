@@ -4,6 +4,7 @@
 //! and counts it: a slow database never slows a call.
 
 use std::{
+    borrow::Cow,
     net::IpAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -12,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use portico_core::id::new_id;
+use portico_core::id::new_id_at;
 use portico_store::{
     calls::{self, BusinessKeyRecord, CallRecord},
     Store,
@@ -44,22 +45,45 @@ pub struct CallFacts {
 }
 
 impl CallFacts {
-    fn into_record(self) -> CallRecord {
+    /// The call's record: its id (on the clock of the call's arrival) and client address
+    /// are made here, names are borrowed.
+    fn record(&self) -> CallRecord<Cow<'_, str>> {
+        let app = self.app.as_deref();
         CallRecord {
-            id: new_id("cal"),
+            id: Cow::Owned(new_id_at("cal", self.at)),
             at: self.at,
-            trace_id: self.trace_id,
-            merchant_id: self.app.as_ref().map(|a| a.merchant_id.clone()),
-            app_id: self.app.as_ref().map(|a| a.app_id.clone()),
-            api: self.api.as_ref().map(|a| a.label.clone()),
+            trace_id: Cow::Borrowed(&self.trace_id),
+            merchant_id: app.map(|a| Cow::Borrowed(a.merchant_id.as_str())),
+            app_id: app.map(|a| Cow::Borrowed(a.app_id.as_str())),
+            api: self.api.as_deref().map(|a| Cow::Borrowed(a.label.as_str())),
             status: i64::from(self.status),
             code: self.code,
             latency_us: self.latency_us,
             bytes_in: self.bytes_in as i64,
             bytes_out: self.bytes_out as i64,
-            client_ip: self.client_ip.to_string(),
+            client_ip: Cow::Owned(address(self.client_ip)),
         }
     }
+}
+
+/// An address as text, IPv4 without the formatting machinery (a tenth of the writer's
+/// time went to `Ipv4Addr`'s `Display`).
+fn address(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else { return ip.to_string() };
+    let mut s = String::with_capacity(15);
+    for (i, o) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        if o >= 100 {
+            s.push(char::from(b'0' + o / 100));
+        }
+        if o >= 10 {
+            s.push(char::from(b'0' + o / 10 % 10));
+        }
+        s.push(char::from(b'0' + o % 10));
+    }
+    s
 }
 
 #[derive(Clone)]
@@ -80,7 +104,7 @@ impl Recorder {
         let (queue, mut rx) = mpsc::channel::<Record>(CAPACITY);
         let writer = async move {
             let mut batch = Vec::with_capacity(BATCH);
-            let (mut call_rows, mut key_rows) = (Vec::with_capacity(BATCH), Vec::new());
+            let (mut facts, mut keys) = (Vec::with_capacity(BATCH), Vec::new());
             loop {
                 let n = rx.recv_many(&mut batch, BATCH).await;
                 if n == 0 {
@@ -89,22 +113,22 @@ impl Recorder {
                 // Let the records of the next moments join this transaction.
                 if batch.len() < BATCH {
                     tokio::time::sleep(GATHER).await;
-                    while batch.len() < BATCH {
-                        match rx.try_recv() {
-                            Ok(r) => batch.push(r),
-                            Err(_) => break,
-                        }
+                    while batch.len() < BATCH && !rx.is_empty() {
+                        let room = BATCH - batch.len();
+                        rx.recv_many(&mut batch, room).await;
                     }
                 }
                 for r in batch.drain(..) {
                     match r {
-                        Record::Call(c) => call_rows.push(c.into_record()),
-                        Record::BusinessKey(k) => key_rows.push(k),
+                        Record::Call(c) => facts.push(c),
+                        Record::BusinessKey(k) => keys.push(k),
                     }
                 }
-                let result = calls::write(&store, &call_rows, &key_rows).await;
-                call_rows.clear();
-                key_rows.clear();
+                let rows: Vec<_> = facts.iter().map(CallFacts::record).collect();
+                let result = calls::write(&store, &rows, &keys).await;
+                drop(rows);
+                facts.clear();
+                keys.clear();
                 if let Err(e) = result {
                     tracing::warn!(error = %e, "could not write a batch of call records; dropped");
                 }
@@ -149,5 +173,23 @@ fn yield_to_calls() {
         let param = libc::sched_param { sched_priority: 0 };
         libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
         libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn addresses_read_as_their_display(v4 in any::<u32>(), v6 in any::<u128>()) {
+            let (v4, v6) = (IpAddr::V4(Ipv4Addr::from(v4)), IpAddr::V6(Ipv6Addr::from(v6)));
+            prop_assert_eq!(address(v4), v4.to_string());
+            prop_assert_eq!(address(v6), v6.to_string());
+        }
     }
 }

@@ -14,25 +14,27 @@
 
 use std::collections::BTreeMap;
 
-use portico_core::{id::new_id, page::PageRequest, trace, Error};
+use portico_core::{id::new_id, page::PageRequest, trace, Error, FastMap};
 use sqlx::{any::AnyRow, AnyConnection};
 
 use crate::{col, DbResult, Engine, Store};
 
+/// A call's record. Read back with owned strings; the writer may hand in borrowed ones
+/// (`CallRecord<&str>`, or `Cow`), so a batch need not copy names it already holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallRecord {
-    pub id: String,
+pub struct CallRecord<S = String> {
+    pub id: S,
     pub at: i64,
-    pub trace_id: String,
-    pub merchant_id: Option<String>,
-    pub app_id: Option<String>,
-    pub api: Option<String>,
+    pub trace_id: S,
+    pub merchant_id: Option<S>,
+    pub app_id: Option<S>,
+    pub api: Option<S>,
     pub status: i64,
     pub code: i64,
     pub latency_us: i64,
     pub bytes_in: i64,
     pub bytes_out: i64,
-    pub client_ip: String,
+    pub client_ip: S,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +57,7 @@ const SEGMENT_SPAN_MS: i64 = 60_000;
 const TRACE_SLACK_MS: i64 = 1_000;
 
 /// Writes a batch of records in one transaction: all of it or none.
-pub async fn write(store: &Store, calls: &[CallRecord], keys: &[BusinessKeyRecord]) -> Result<(), Error> {
+pub async fn write<S: AsRef<str> + Sync>(store: &Store, calls: &[CallRecord<S>], keys: &[BusinessKeyRecord]) -> Result<(), Error> {
     let mut tx = store.begin().await?;
     insert_segments(&mut tx, store.engine(), calls).await?;
     for k in keys {
@@ -76,13 +78,13 @@ pub async fn write(store: &Store, calls: &[CallRecord], keys: &[BusinessKeyRecor
 
 /// Packs calls into segments: grouped by merchant, ordered by start time, cut at
 /// `SEGMENT_CALLS` calls or `SEGMENT_SPAN_MS` of start times.
-async fn insert_segments(conn: &mut AnyConnection, engine: Engine, calls: &[CallRecord]) -> Result<(), Error> {
-    let mut by_merchant: BTreeMap<Option<&str>, Vec<&CallRecord>> = BTreeMap::new();
+async fn insert_segments<S: AsRef<str> + Sync>(conn: &mut AnyConnection, engine: Engine, calls: &[CallRecord<S>]) -> Result<(), Error> {
+    let mut by_merchant: BTreeMap<Option<&str>, Vec<&CallRecord<S>>> = BTreeMap::new();
     for c in calls {
-        by_merchant.entry(c.merchant_id.as_deref()).or_default().push(c);
+        by_merchant.entry(c.merchant_id.as_ref().map(AsRef::as_ref)).or_default().push(c);
     }
     // (id, merchant, its calls)
-    let mut segments: Vec<(String, Option<&str>, &[&CallRecord])> = Vec::new();
+    let mut segments: Vec<(String, Option<&str>, &[&CallRecord<S>])> = Vec::new();
     for (merchant_id, group) in &mut by_merchant {
         group.sort_by_key(|c| c.at);
         let mut rest = &group[..];
@@ -93,27 +95,34 @@ async fn insert_segments(conn: &mut AnyConnection, engine: Engine, calls: &[Call
             segments.push((new_id("seg"), *merchant_id, segment));
         }
     }
+    // Calls whose trace id does not tell its time, noted while their segment is at hand.
+    let mut traces: Vec<(&str, &str)> = Vec::new();
     for chunk in segments.chunks(16) {
         let sql = crate::multi_row_insert(engine, "call_segments (id, merchant_id, first_id, last_id, first_at, last_at, calls, body)", chunk.len(), 8);
         let mut q = sqlx::query(&sql);
         for (id, merchant_id, calls) in chunk {
-            let ids = || calls.iter().map(|c| c.id.as_str());
+            let body = encode(calls);
+            let (mut first, mut last) = (None::<&str>, None::<&str>);
+            for c in calls.iter() {
+                let call = c.id.as_ref();
+                first = Some(first.map_or(call, |f| f.min(call)));
+                last = Some(last.map_or(call, |l| l.max(call)));
+                if !tells_its_time(c.trace_id.as_ref(), c.at) {
+                    traces.push((c.trace_id.as_ref(), id.as_str()));
+                }
+            }
             q = q
                 .bind(id)
                 .bind(*merchant_id)
-                .bind(ids().min().unwrap_or_default())
-                .bind(ids().max().unwrap_or_default())
+                .bind(first.unwrap_or_default())
+                .bind(last.unwrap_or_default())
                 .bind(calls.first().map_or(0, |c| c.at))
                 .bind(calls.last().map_or(0, |c| c.at))
                 .bind(calls.len() as i64)
-                .bind(encode(calls));
+                .bind(body);
         }
         q.execute(&mut *conn).await.db()?;
     }
-    let traces: Vec<(&str, &str)> = segments
-        .iter()
-        .flat_map(|(id, _, calls)| calls.iter().filter(|c| !tells_its_time(&c.trace_id, c.at)).map(move |c| (c.trace_id.as_str(), id.as_str())))
-        .collect();
     for chunk in traces.chunks(200) {
         let sql = crate::multi_row_insert(engine, "call_traces (trace_id, segment_id)", chunk.len(), 2);
         let mut q = sqlx::query(&sql);
@@ -251,67 +260,168 @@ fn decode_row(row: &AnyRow) -> Result<Vec<CallRecord>, Error> {
     decode(&body, merchant_id.as_deref()).map_err(|e| Error::Internal(format!("call segment {}: {e}", col::<String>(row, "id").unwrap_or_default())))
 }
 
-// A segment's body: a version byte (1), then per call, in this order: id, at, trace_id,
-// app_id, api, status, code, latency_us, bytes_in, bytes_out, client_ip. Integers are 8
-// bytes little-endian; a string is its length in 2 bytes little-endian then its UTF-8
-// bytes; an absent string is the length 0xFFFF alone. The merchant is the segment's.
+// A segment's body (version 2): a version byte; a table of the strings calls share (app
+// ids, API labels, client addresses): their count, then each string; then per call, in
+// this order: id, at, trace_id, app_id, api, status, code, latency_us, bytes_in,
+// bytes_out, client_ip. Numbers are LEB128 varints, signed ones zigzagged first; `at` is
+// the difference from the call before (calls are in start order, so a byte or two). An id
+// or a trace id is a text: a kind byte, then for 0 a string, for 1 a string prefix and
+// bytes whose lowercase hex follows it (`cal_0193…` and the gateway's trace ids take half
+// their length). app_id, api and client_ip are a table position plus one, 0 for absent. A
+// string is its byte length then its UTF-8 bytes. The merchant is the segment's. A call
+// of the gateway takes about 55 bytes (version 1: about 175).
+//
+// Version 1, still read: a version byte, then per call the same fields, integers as 8
+// bytes little-endian and strings as a 2-byte little-endian length (0xFFFF: absent) then
+// the bytes.
 
-const BODY_VERSION: u8 = 1;
-const ABSENT: u16 = u16::MAX;
+const BODY_V1: u8 = 1;
+const BODY_V2: u8 = 2;
+const TEXT_PLAIN: u8 = 0;
+const TEXT_HEX: u8 = 1;
 
-fn encode(calls: &[&CallRecord]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + calls.len() * 200);
-    out.push(BODY_VERSION);
+fn encode<S: AsRef<str>>(calls: &[&CallRecord<S>]) -> Vec<u8> {
+    let mut table = Table::default();
+    let mut rows = Vec::with_capacity(calls.len() * 64);
+    let mut before = 0i64;
     for c in calls {
-        put_str(&mut out, Some(&c.id));
-        out.extend_from_slice(&c.at.to_le_bytes());
-        put_str(&mut out, Some(&c.trace_id));
-        put_str(&mut out, c.app_id.as_deref());
-        put_str(&mut out, c.api.as_deref());
+        put_text(&mut rows, c.id.as_ref());
+        put_int(&mut rows, c.at.wrapping_sub(before));
+        before = c.at;
+        put_text(&mut rows, c.trace_id.as_ref());
+        put_uint(&mut rows, table.slot(c.app_id.as_ref().map(AsRef::as_ref)));
+        put_uint(&mut rows, table.slot(c.api.as_ref().map(AsRef::as_ref)));
         for n in [c.status, c.code, c.latency_us, c.bytes_in, c.bytes_out] {
-            out.extend_from_slice(&n.to_le_bytes());
+            put_int(&mut rows, n);
         }
-        put_str(&mut out, Some(&c.client_ip));
+        put_uint(&mut rows, table.slot(Some(c.client_ip.as_ref())));
     }
+    let mut out = Vec::with_capacity(rows.len() + table.bytes + 2 * table.list.len() + 11);
+    out.push(BODY_V2);
+    put_uint(&mut out, table.list.len() as u64);
+    for s in &table.list {
+        put_str(&mut out, s);
+    }
+    out.extend_from_slice(&rows);
     out
 }
 
-/// Writes a string, cut to 65,534 bytes at a character boundary (no field the gateway
-/// records comes near).
-fn put_str(out: &mut Vec<u8>, s: Option<&str>) {
-    let Some(s) = s else {
-        out.extend_from_slice(&ABSENT.to_le_bytes());
-        return;
-    };
-    let mut end = s.len().min(ABSENT as usize - 1);
-    while !s.is_char_boundary(end) {
-        end -= 1;
+/// The strings of a body's table, each once.
+#[derive(Default)]
+struct Table<'a> {
+    list: Vec<&'a str>,
+    slots: FastMap<&'a str, u64>,
+    bytes: usize,
+}
+
+impl<'a> Table<'a> {
+    /// The string's position plus one (added when new); 0 for absent.
+    fn slot(&mut self, s: Option<&'a str>) -> u64 {
+        let Some(s) = s else { return 0 };
+        *self.slots.entry(s).or_insert_with(|| {
+            self.list.push(s);
+            self.bytes += s.len();
+            self.list.len() as u64
+        })
     }
-    out.extend_from_slice(&(end as u16).to_le_bytes());
-    out.extend_from_slice(&s.as_bytes()[..end]);
+}
+
+fn put_uint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push(n as u8 | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn put_int(out: &mut Vec<u8>, n: i64) {
+    put_uint(out, ((n << 1) ^ (n >> 63)) as u64);
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_uint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// A text: lowercase hex digits after the last `_` (or the whole text) are stored as bytes.
+fn put_text(out: &mut Vec<u8>, s: &str) {
+    let b = s.as_bytes();
+    // The hex digits at the end, then whether a `_` or the start comes before them.
+    let start = b.len() - b.iter().rev().take_while(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')).count();
+    let (prefix, digits) = s.split_at(start);
+    let nibble = |b: u8| if b.is_ascii_digit() { b - b'0' } else { b - b'a' + 10 };
+    if !digits.is_empty() && digits.len() % 2 == 0 && (prefix.is_empty() || prefix.ends_with('_')) {
+        out.push(TEXT_HEX);
+        put_str(out, prefix);
+        put_uint(out, (digits.len() / 2) as u64);
+        out.extend(digits.as_bytes().chunks_exact(2).map(|p| nibble(p[0]) << 4 | nibble(p[1])));
+    } else {
+        out.push(TEXT_PLAIN);
+        put_str(out, s);
+    }
 }
 
 fn decode(body: &[u8], merchant_id: Option<&str>) -> Result<Vec<CallRecord>, String> {
     let mut r = Reader(body);
-    let version = r.take(1)?[0];
-    if version != BODY_VERSION {
-        return Err(format!("unknown layout version {version}"));
+    match r.take(1)?[0] {
+        BODY_V1 => decode_v1(r, merchant_id),
+        BODY_V2 => decode_v2(r, merchant_id),
+        version => Err(format!("unknown layout version {version}")),
     }
+}
+
+fn decode_v2(mut r: Reader<'_>, merchant_id: Option<&str>) -> Result<Vec<CallRecord>, String> {
+    let n = r.uint()?;
+    // A string takes a byte at least: a larger count is an error, not an allocation.
+    if n > r.0.len() as u64 {
+        return Err(format!("a table of {n} strings in {} bytes", r.0.len()));
+    }
+    let table = (0..n).map(|_| r.str()).collect::<Result<Vec<_>, _>>()?;
+    let pick = |slot: u64| -> Result<Option<String>, String> {
+        match slot {
+            0 => Ok(None),
+            _ => usize::try_from(slot - 1).ok().and_then(|i| table.get(i)).map(|s| Some(s.clone())).ok_or_else(|| format!("no string {slot} in the table")),
+        }
+    };
     let mut calls = Vec::new();
+    let mut at = 0i64;
     while !r.0.is_empty() {
+        let id = r.text()?;
+        at = at.wrapping_add(r.int()?);
         calls.push(CallRecord {
-            id: r.string()?,
-            at: r.int()?,
-            trace_id: r.string()?,
+            id,
+            at,
+            trace_id: r.text()?,
             merchant_id: merchant_id.map(str::to_string),
-            app_id: r.optional_string()?,
-            api: r.optional_string()?,
+            app_id: pick(r.uint()?)?,
+            api: pick(r.uint()?)?,
             status: r.int()?,
             code: r.int()?,
             latency_us: r.int()?,
             bytes_in: r.int()?,
             bytes_out: r.int()?,
-            client_ip: r.string()?,
+            client_ip: pick(r.uint()?)?.ok_or("a call without its client address")?,
+        });
+    }
+    Ok(calls)
+}
+
+fn decode_v1(mut r: Reader<'_>, merchant_id: Option<&str>) -> Result<Vec<CallRecord>, String> {
+    let mut calls = Vec::new();
+    while !r.0.is_empty() {
+        calls.push(CallRecord {
+            id: r.v1_string()?,
+            at: r.v1_int()?,
+            trace_id: r.v1_string()?,
+            merchant_id: merchant_id.map(str::to_string),
+            app_id: r.v1_optional_string()?,
+            api: r.v1_optional_string()?,
+            status: r.v1_int()?,
+            code: r.v1_int()?,
+            latency_us: r.v1_int()?,
+            bytes_in: r.v1_int()?,
+            bytes_out: r.v1_int()?,
+            client_ip: r.v1_string()?,
         });
     }
     Ok(calls)
@@ -329,23 +439,62 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
+    fn uint(&mut self) -> Result<u64, String> {
+        let mut n = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.take(1)?[0];
+            if shift == 63 && b > 1 {
+                return Err("a number beyond 64 bits".into());
+            }
+            n |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(n);
+            }
+        }
+        Err("a number beyond 64 bits".into())
+    }
+
     fn int(&mut self) -> Result<i64, String> {
+        let n = self.uint()?;
+        Ok((n >> 1) as i64 ^ -((n & 1) as i64))
+    }
+
+    fn str(&mut self) -> Result<String, String> {
+        let len = usize::try_from(self.uint()?).map_err(|_| "a string longer than memory")?;
+        let bytes = self.take(len)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| "a string is not UTF-8".to_string())
+    }
+
+    fn text(&mut self) -> Result<String, String> {
+        match self.take(1)?[0] {
+            TEXT_PLAIN => self.str(),
+            TEXT_HEX => {
+                let mut s = self.str()?;
+                let len = usize::try_from(self.uint()?).map_err(|_| "a text longer than memory")?;
+                s.push_str(&portico_core::id::hex(self.take(len)?));
+                Ok(s)
+            }
+            kind => Err(format!("unknown text kind {kind}")),
+        }
+    }
+
+    fn v1_int(&mut self) -> Result<i64, String> {
         let b = self.take(8)?;
         Ok(i64::from_le_bytes(b.try_into().map_err(|_| "truncated integer".to_string())?))
     }
 
-    fn optional_string(&mut self) -> Result<Option<String>, String> {
+    fn v1_optional_string(&mut self) -> Result<Option<String>, String> {
         let len = self.take(2)?;
         let len = u16::from_le_bytes([len[0], len[1]]);
-        if len == ABSENT {
+        if len == u16::MAX {
             return Ok(None);
         }
         let bytes = self.take(usize::from(len))?;
         String::from_utf8(bytes.to_vec()).map(Some).map_err(|_| "a string is not UTF-8".to_string())
     }
 
-    fn string(&mut self) -> Result<String, String> {
-        self.optional_string()?.ok_or_else(|| "a required string is absent".to_string())
+    fn v1_string(&mut self) -> Result<String, String> {
+        self.v1_optional_string()?.ok_or_else(|| "a required string is absent".to_string())
     }
 }
 
@@ -385,7 +534,7 @@ mod tests {
 
     fn call() -> impl Strategy<Value = CallRecord> {
         (
-            ("[a-z0-9_]{1,40}", any::<i64>(), "\\PC{0,70}"),
+            (prop_oneof!["[a-z0-9_]{1,40}", "[a-z]{3}_[0-9a-f]{28}"], any::<i64>(), prop_oneof!["\\PC{0,70}", "[0-9a-f]{32}"]),
             (proptest::option::of("\\PC{0,40}"), proptest::option::of("\\PC{0,40}")),
             (any::<i64>(), any::<i64>(), any::<i64>(), any::<i64>(), any::<i64>(), "[0-9a-f:.]{0,45}"),
         )
@@ -431,26 +580,78 @@ mod tests {
         }
     }
 
+    /// Version 1's layout, as stop 11 wrote it.
+    fn encode_v1(calls: &[CallRecord]) -> Vec<u8> {
+        let put = |out: &mut Vec<u8>, s: Option<&String>| match s {
+            Some(s) => {
+                out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }
+            None => out.extend_from_slice(&u16::MAX.to_le_bytes()),
+        };
+        let mut out = vec![BODY_V1];
+        for c in calls {
+            put(&mut out, Some(&c.id));
+            out.extend_from_slice(&c.at.to_le_bytes());
+            put(&mut out, Some(&c.trace_id));
+            put(&mut out, c.app_id.as_ref());
+            put(&mut out, c.api.as_ref());
+            for n in [c.status, c.code, c.latency_us, c.bytes_in, c.bytes_out] {
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+            put(&mut out, Some(&c.client_ip));
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn version_1_bodies_are_still_read(calls in proptest::collection::vec(call(), 0..10)) {
+            prop_assert_eq!(decode(&encode_v1(&calls), Some("mch_1")).unwrap(), calls);
+        }
+    }
+
     #[test]
-    fn long_strings_are_cut_at_a_character_boundary() {
-        let mut c = CallRecord {
-            id: "cal_1".into(),
-            at: 1,
+    fn long_strings_and_extreme_numbers_round_trip() {
+        let c = CallRecord {
+            id: "cal_".repeat(20_000),
+            at: i64::MIN,
             trace_id: "é".repeat(40_000),
             merchant_id: None,
             app_id: None,
-            api: None,
-            status: 200,
-            code: 0,
-            latency_us: 1,
-            bytes_in: 0,
-            bytes_out: 0,
+            api: Some("ab".repeat(70_000)),
+            status: i64::MAX,
+            code: -1,
+            latency_us: 0,
+            bytes_in: i64::MIN,
+            bytes_out: i64::MAX,
             client_ip: "::1".into(),
         };
-        let got = decode(&encode(&[&c]), None).unwrap();
-        assert_eq!(got[0].trace_id.len(), 65_534);
-        c.trace_id = got[0].trace_id.clone();
-        assert_eq!(got, vec![c]);
+        let d = CallRecord { at: i64::MAX, ..c.clone() };
+        assert_eq!(decode(&encode(&[&c, &d]), None).unwrap(), vec![c, d]);
+    }
+
+    #[test]
+    fn the_gateways_calls_take_about_a_third_of_version_1() {
+        let c = CallRecord {
+            id: new_id("cal"),
+            at: portico_core::time::now_ms(),
+            trace_id: trace::new_trace_id(),
+            merchant_id: Some("mch_1".into()),
+            app_id: Some(new_id("app")),
+            api: Some("order.create@1.0".into()),
+            status: 200,
+            code: 0,
+            latency_us: 1_250,
+            bytes_in: 120,
+            bytes_out: 340,
+            client_ip: "203.0.113.7".into(),
+        };
+        let calls: Vec<CallRecord> = (0..100).map(|i| CallRecord { id: new_id("cal"), at: c.at + i, trace_id: trace::new_trace_id(), ..c.clone() }).collect();
+        let refs: Vec<&CallRecord> = calls.iter().collect();
+        let (v1, v2) = (encode_v1(&calls).len(), encode(&refs).len());
+        assert!(v2 * 3 < v1, "version 2 takes {v2} bytes, version 1 {v1}");
+        assert_eq!(decode(&encode(&refs), Some("mch_1")).unwrap(), calls);
     }
 
     #[test]
