@@ -83,7 +83,8 @@ pub struct Snapshot {
     /// app id → its app keys (sharded by app id), to replace an app's entries.
     keys_of_app: Vec<Arc<FastMap<String, Vec<String>>>>,
     /// (name, version) → API; every state but draft.
-    by_name: Arc<FastMap<(String, String), Arc<ApiEntry>>>,
+    /// Looked up by borrowed strings on every `/router/rest` call.
+    by_name: Arc<FastMap<String, FastMap<String, Arc<ApiEntry>>>>,
     /// name → the newest published (or deprecated) version.
     latest: Arc<FastMap<String, Arc<ApiEntry>>>,
     /// (service, method, upstream path) → API, for `/api/{service}/{path}`.
@@ -113,7 +114,7 @@ impl Snapshot {
 
     pub fn api(&self, name: &str, version: Option<&str>) -> Option<&Arc<ApiEntry>> {
         match version {
-            Some(v) => self.by_name.get(&(name.to_string(), v.to_string())),
+            Some(v) => self.by_name.get(name)?.get(v),
             None => self.latest.get(name),
         }
     }
@@ -165,7 +166,7 @@ impl Snapshot {
     }
 
     pub fn with_catalog(&self, apis: Vec<ApiRecord>) -> Snapshot {
-        let mut by_name = FastMap::default();
+        let mut by_name: FastMap<String, FastMap<String, Arc<ApiEntry>>> = FastMap::default();
         let mut latest: FastMap<String, Arc<ApiEntry>> = FastMap::default();
         let mut by_upstream: FastMap<String, FastMap<String, Vec<Arc<ApiEntry>>>> = FastMap::default();
         for a in apis.into_iter().filter(|a| a.state != "draft") {
@@ -193,7 +194,7 @@ impl Snapshot {
                 name: a.name,
                 version: a.version,
             });
-            by_name.insert((e.name.clone(), e.version.clone()), e.clone());
+            by_name.entry(e.name.clone()).or_default().insert(e.version.clone(), e.clone());
             if !e.retired {
                 let at_path = by_upstream.entry(e.service.clone()).or_default().entry(e.upstream_path.clone()).or_default();
                 // One API per service, method and path: a later one takes the place.

@@ -36,16 +36,19 @@ impl SignMethod {
         [SignMethod::Md5, SignMethod::HmacSha256, SignMethod::Rsa2, SignMethod::TopMd5, SignMethod::TopHmac, SignMethod::TopHmacSha256];
 
     /// Parses a `sign_method` value (case-insensitive).
+    /// The method a `sign_method` value names, in any letter case (compared in place:
+    /// this runs on every signed call).
     pub fn parse(s: &str) -> Option<SignMethod> {
-        Some(match s.to_ascii_lowercase().as_str() {
-            "md5" => SignMethod::Md5,
-            "hmac-sha256" | "hmac_sha256" => SignMethod::HmacSha256,
-            "rsa2" => SignMethod::Rsa2,
-            "top-md5" => SignMethod::TopMd5,
-            "top-hmac" => SignMethod::TopHmac,
-            "top-hmac-sha256" => SignMethod::TopHmacSha256,
-            _ => return None,
-        })
+        const NAMES: [(&str, SignMethod); 7] = [
+            ("md5", SignMethod::Md5),
+            ("hmac-sha256", SignMethod::HmacSha256),
+            ("hmac_sha256", SignMethod::HmacSha256),
+            ("rsa2", SignMethod::Rsa2),
+            ("top-md5", SignMethod::TopMd5),
+            ("top-hmac", SignMethod::TopHmac),
+            ("top-hmac-sha256", SignMethod::TopHmacSha256),
+        ];
+        NAMES.iter().find(|(name, _)| name.eq_ignore_ascii_case(s)).map(|(_, m)| *m)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -255,6 +258,9 @@ mod tests {
         assert!(matches!(sign(SignMethod::Rsa2, &p, Signer::Secret("x")), Err(SignError::WrongKey(..))));
         assert!(matches!(verify(SignMethod::HmacSha256, &p, "00", Verifier::Rsa(&public)), Err(SignError::WrongKey(..))));
         assert_eq!(SignMethod::parse("sha1"), None);
+        assert_eq!(SignMethod::parse("HMAC_SHA256"), Some(SignMethod::HmacSha256));
+        assert_eq!(SignMethod::parse("Top-HMAC"), Some(SignMethod::TopHmac));
+        assert_eq!(SignMethod::parse("md5 "), None);
     }
 
     fn params_strategy() -> impl Strategy<Value = Vec<(String, String)>> {
