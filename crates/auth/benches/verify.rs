@@ -16,8 +16,10 @@ use portico_signing::{header, params, SignMethod, Signer};
 const NOW: i64 = 1_700_000_000;
 const SECRET: &str = "sk_live_0123456789abcdef0123456789abcdef0123456789abcdef";
 
-fn keys(_: &str) -> Option<AppKeys> {
-    Some(AppKeys { secrets: vec![SECRET.to_string()], rsa_public_key: None, sandbox: false, usable: true })
+static SECRETS: std::sync::LazyLock<[String; 1]> = std::sync::LazyLock::new(|| [SECRET.to_string()]);
+
+fn keys(_: &str) -> Option<AppKeys<'static>> {
+    Some(AppKeys { secrets: &SECRETS[..], rsa_public_key: None, sandbox: false, usable: true })
 }
 
 /// A typical Taobao-style call: eight common parameters and a small JSON `biz_content`.

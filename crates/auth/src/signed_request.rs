@@ -12,11 +12,12 @@ use serde_json::json;
 
 use crate::replay::NonceStore;
 
-/// What the verifier needs to know about the app behind an `app_key`.
-pub struct AppKeys {
+/// What the verifier needs to know about the app behind an `app_key`, borrowed from
+/// wherever the caller keeps apps (the gateway's snapshot): nothing is copied per call.
+pub struct AppKeys<'k> {
     /// The current secret first, then a rotated one still in its grace period.
-    pub secrets: Vec<String>,
-    pub rsa_public_key: Option<RsaPublicKey>,
+    pub secrets: &'k [String],
+    pub rsa_public_key: Option<&'k RsaPublicKey>,
     /// Sandbox credentials get the canonical string back on a bad signature.
     pub sandbox: bool,
     /// False when the app is disabled or its merchant is not active.
@@ -103,11 +104,11 @@ impl RequestVerifier {
 
     /// Verifies a parameter-style call. `params` are the decoded query and form
     /// parameters; `is_get` makes the nonce optional.
-    pub async fn verify_params(
+    pub async fn verify_params<'k>(
         &self,
         is_get: bool,
         params: &[(&str, &str)],
-        lookup: impl FnOnce(&str) -> Option<AppKeys>,
+        lookup: impl FnOnce(&str) -> Option<AppKeys<'k>>,
         now_secs: i64,
     ) -> Result<Verified, Rejection> {
         let get = |name: &'static str| params.iter().find(|(k, _)| *k == name).map(|(_, v)| *v).filter(|v| !v.is_empty());
@@ -127,10 +128,10 @@ impl RequestVerifier {
         let ts = self.fresh(ts_text, true, now_secs)?;
         let string = params::string_to_sign(method, params);
         let result = if method == SignMethod::Rsa2 {
-            let public = keys.rsa_public_key.as_ref().ok_or_else(|| Rejection::UnsupportedSignMethod("rsa2 (the app has no RSA public key)".into()))?;
+            let public = keys.rsa_public_key.ok_or_else(|| Rejection::UnsupportedSignMethod("rsa2 (the app has no RSA public key)".into()))?;
             params::verify_string(method, &string, sign, Verifier::Rsa(public))
         } else {
-            first_ok(&keys.secrets, |s| params::verify_string(method, &string, sign, Verifier::Secret(s)))
+            first_ok(keys.secrets, |s| params::verify_string(method, &string, sign, Verifier::Secret(s)))
         };
         if let Err(e) = result {
             return Err(Rejection::BadSignature { canonical: keys.sandbox.then_some(string), reason: e.to_string() });
@@ -142,13 +143,13 @@ impl RequestVerifier {
     }
 
     /// Verifies a header-style call (`Authorization: PORTICO-HMAC-SHA256 …`).
-    pub async fn verify_header(
+    pub async fn verify_header<'k>(
         &self,
         authorization: &str,
         http_method: &str,
         path_and_query: &str,
         body: &[u8],
-        lookup: impl FnOnce(&str) -> Option<AppKeys>,
+        lookup: impl FnOnce(&str) -> Option<AppKeys<'k>>,
         now_secs: i64,
     ) -> Result<Verified, Rejection> {
         let auth = header::parse(authorization).map_err(|e| Rejection::MalformedAuthorization { field: e.field, reason: e.to_string() })?;
@@ -159,10 +160,10 @@ impl RequestVerifier {
         let ts = self.fresh(&auth.timestamp, false, now_secs)?;
         let result = match auth.scheme {
             header::Scheme::Rsa2 => {
-                let public = keys.rsa_public_key.as_ref().ok_or_else(|| Rejection::UnsupportedSignMethod("PORTICO-RSA2 (the app has no RSA public key)".into()))?;
+                let public = keys.rsa_public_key.ok_or_else(|| Rejection::UnsupportedSignMethod("PORTICO-RSA2 (the app has no RSA public key)".into()))?;
                 header::verify(&auth, http_method, path_and_query, body, Verifier::Rsa(public))
             }
-            header::Scheme::HmacSha256 => first_ok(&keys.secrets, |s| header::verify(&auth, http_method, path_and_query, body, Verifier::Secret(s))),
+            header::Scheme::HmacSha256 => first_ok(keys.secrets, |s| header::verify(&auth, http_method, path_and_query, body, Verifier::Secret(s))),
         };
         if let Err(e) = result {
             let message = keys.sandbox.then(|| String::from_utf8_lossy(&header::message(http_method, path_and_query, &auth.timestamp, &auth.nonce, body)).into_owned());
@@ -215,8 +216,10 @@ mod tests {
         RequestVerifier::new(Duration::from_secs(300), NonceStore::memory(Duration::from_secs(600)))
     }
 
-    fn keys(sandbox: bool) -> impl FnOnce(&str) -> Option<AppKeys> {
-        move |k| (k == "ak_1").then(|| AppKeys { secrets: vec!["new".into(), "old".into()], rsa_public_key: None, sandbox, usable: true })
+    static SECRETS: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| ["new".into(), "old".into()]);
+
+    fn keys(sandbox: bool) -> impl FnOnce(&str) -> Option<AppKeys<'static>> {
+        move |k| (k == "ak_1").then(|| AppKeys { secrets: &SECRETS[..], rsa_public_key: None, sandbox, usable: true })
     }
 
     fn signed(method: SignMethod, secret: &str, extra: &[(&'static str, &'static str)]) -> Vec<(String, String)> {
@@ -253,7 +256,7 @@ mod tests {
         assert_eq!(v.verify_params(true, &refs(&p), keys(false), NOW + 301).await.unwrap_err().code(), Code::StaleTimestamp);
         assert_eq!(v.verify_params(true, &refs(&p), |_| None, NOW).await.unwrap_err(), Rejection::UnknownAppKey);
         assert_eq!(
-            v.verify_params(true, &refs(&p), |_| Some(AppKeys { secrets: vec!["new".into()], rsa_public_key: None, sandbox: false, usable: false }), NOW).await.unwrap_err(),
+            v.verify_params(true, &refs(&p), |_| Some(AppKeys { secrets: &SECRETS[..1], rsa_public_key: None, sandbox: false, usable: false }), NOW).await.unwrap_err(),
             Rejection::AppDisabled
         );
         // Non-GET calls need a nonce, and a nonce works once.

@@ -397,8 +397,8 @@ impl Gateway {
     async fn identify(&self, snap: &Snapshot, req: &Inbound<'_>, params: &[(Cow<'_, str>, Cow<'_, str>)], now_ms: i64) -> Result<Caller, ApiError> {
         let lookup = |key: &str| {
             snap.app(key).map(|e| AppKeys {
-                secrets: if e.previous_until > now_ms { e.secrets.clone() } else { e.secrets.iter().take(1).cloned().collect() },
-                rsa_public_key: e.rsa_public_key.clone(),
+                secrets: if e.previous_until > now_ms { &e.secrets } else { &e.secrets[..e.secrets.len().min(1)] },
+                rsa_public_key: e.rsa_public_key.as_ref(),
                 sandbox: e.environment == "sandbox",
                 usable: e.usable,
             })

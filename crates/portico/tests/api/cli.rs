@@ -154,7 +154,8 @@ async fn portico_sign_round_trips_through_the_verifier() {
         let signature = v["signature"].as_str().unwrap();
         let mut pairs: Vec<(&str, &str)> = params.iter().map(|p| p.split_once('=').unwrap()).collect();
         pairs.push(("sign", signature));
-        let keys = |_: &str| Some(AppKeys { secrets: vec!["sk_test_secret".into()], rsa_public_key: Some(public.clone()), sandbox: true, usable: true });
+        let secrets = ["sk_test_secret".to_string()];
+        let keys = |_: &str| Some(AppKeys { secrets: &secrets, rsa_public_key: Some(&public), sandbox: true, usable: true });
         verifier.verify_params(true, &pairs, keys, now).await.unwrap_or_else(|e| panic!("{method:?}: {e:?}"));
         if method != SignMethod::Rsa2 {
             assert_eq!(v["canonical"].as_str().unwrap(), portico_signing::params::string_to_sign(method, &pairs));
