@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use portico_core::FastMap;
+use portico_core::{FastHasher, FastMap};
 
 const SHARDS: usize = 64;
 
@@ -102,7 +102,7 @@ impl Limits {
 pub struct RateLimiter {
     epoch: Instant,
     shards: Vec<Mutex<FastMap<String, u64>>>,
-    hasher: portico_core::FastHasher,
+    hasher: FastHasher,
     /// Daily counts: key → (day, calls).
     days: Mutex<FastMap<String, (i64, u64)>>,
 }

@@ -13,7 +13,7 @@ use axum::http::Method;
 use portico_console::Platform;
 use portico_core::{
     domain::{IpAllowlist, JsonPointer},
-    Error, FastMap,
+    Error, FastHasher, FastMap,
 };
 use portico_store::{catalog::ApiRecord, registry::InstanceRecord, Conn};
 use rsa::{pkcs8::DecodePublicKey, RsaPublicKey};
@@ -92,7 +92,7 @@ pub struct Snapshot {
     /// borrowed strings on every call.
     by_upstream: Arc<FastMap<String, FastMap<String, Vec<Arc<ApiEntry>>>>>,
     services: Arc<FastMap<String, Arc<ServicePool>>>,
-    hasher: portico_core::FastHasher,
+    hasher: FastHasher,
 }
 
 impl Snapshot {

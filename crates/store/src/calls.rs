@@ -76,6 +76,9 @@ pub async fn write<S: AsRef<str> + Sync>(store: &Store, calls: &[CallRecord<S>],
     crate::commit(tx).await
 }
 
+/// A segment to write: its id, its merchant, its calls.
+type Segment<'a, S> = (String, Option<&'a str>, &'a [&'a CallRecord<S>]);
+
 /// Packs calls into segments: grouped by merchant, ordered by start time, cut at
 /// `SEGMENT_CALLS` calls or `SEGMENT_SPAN_MS` of start times.
 async fn insert_segments<S: AsRef<str> + Sync>(conn: &mut AnyConnection, engine: Engine, calls: &[CallRecord<S>]) -> Result<(), Error> {
@@ -83,8 +86,7 @@ async fn insert_segments<S: AsRef<str> + Sync>(conn: &mut AnyConnection, engine:
     for c in calls {
         by_merchant.entry(c.merchant_id.as_ref().map(AsRef::as_ref)).or_default().push(c);
     }
-    // (id, merchant, its calls)
-    let mut segments: Vec<(String, Option<&str>, &[&CallRecord<S>])> = Vec::new();
+    let mut segments: Vec<Segment<'_, S>> = Vec::new();
     for (merchant_id, group) in &mut by_merchant {
         group.sort_by_key(|c| c.at);
         let mut rest = &group[..];
