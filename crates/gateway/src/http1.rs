@@ -197,22 +197,11 @@ pub fn write_content_length(out: &mut Vec<u8>, n: usize) {
     write_number_header(out, b"content-length", n as u64);
 }
 
-/// Appends a header whose value is a number (digits made here: three of these a call
-/// went through `write!`'s formatting machinery).
-pub fn write_number_header(out: &mut Vec<u8>, name: &[u8], mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
+/// Appends a header whose value is a number.
+pub fn write_number_header(out: &mut Vec<u8>, name: &[u8], n: u64) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
-    out.extend_from_slice(&digits[start..]);
+    out.extend_from_slice(portico_signing::decimal(n, &mut [0; 20]));
     out.extend_from_slice(b"\r\n");
 }
 

@@ -72,24 +72,14 @@ impl<S: AsRef<str>> Identity<S> {
     }
 }
 
-/// `n` in decimal, in `buf`.
+/// `n` in decimal, in `buf` (19 digits at most, so a sign fits before them).
 fn decimal(n: i64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    let negative = n < 0;
-    let mut v = n.unsigned_abs();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+    let mut start = buf.len() - crate::decimal(n.unsigned_abs(), buf).len();
+    if n < 0 {
+        start -= 1;
+        buf[start] = b'-';
     }
-    if negative {
-        i -= 1;
-        buf[i] = b'-';
-    }
-    &buf[i..]
+    &buf[start..]
 }
 
 impl Identity {
@@ -134,5 +124,13 @@ mod tests {
         assert_eq!(id.sign(b"k"), base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
         let negative = Identity { timestamp: -120, ..Identity::<&str>::default() };
         assert!(negative.headers(b"k").contains(&("x-portico-timestamp", "-120".to_string())));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn timestamps_read_as_their_display(n in proptest::prop_oneof![proptest::prelude::any::<i64>(), proptest::strategy::Just(i64::MIN), -1000i64..1000]) {
+            let (mut buf, text) = ([0; 20], n.to_string());
+            proptest::prop_assert_eq!(decimal(n, &mut buf), text.as_bytes());
+        }
     }
 }

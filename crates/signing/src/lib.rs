@@ -25,6 +25,21 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 pub use params::SignMethod;
+
+/// `n` in decimal, written at the end of `buf` (no formatting machinery: the identity
+/// headers and the gateway's number headers write these on every call).
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[start..]
+}
 pub use rsa::{RsaPrivateKey, RsaPublicKey};
 
 /// What produces a signature: the app secret, or (for RSA2) the app's private key.
