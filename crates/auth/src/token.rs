@@ -12,11 +12,14 @@ pub fn generate(prefix: &str) -> String {
 
 /// The digest stored in place of the token, hex-encoded.
 pub fn digest(token: &str) -> String {
-    // Into a fixed buffer: `hex::encode` collects chars one by one, and this runs on
-    // every gateway call with a token.
-    let mut hex = [0u8; 64];
-    let _ = hex::encode_to_slice(Sha256::digest(token.as_bytes()), &mut hex);
-    std::str::from_utf8(&hex).unwrap_or_default().to_owned()
+    digest_in(token, &mut [0u8; 64]).to_owned()
+}
+
+/// [`digest`] written into `buf` (a gateway call looks its token up by it, and keeps it
+/// only when the cache misses). `hex::encode` would collect chars one by one.
+pub fn digest_in<'b>(token: &str, buf: &'b mut [u8; 64]) -> &'b str {
+    let _ = hex::encode_to_slice(Sha256::digest(token.as_bytes()), buf);
+    std::str::from_utf8(buf).unwrap_or_default()
 }
 
 /// Constant-time equality for secrets and signatures.

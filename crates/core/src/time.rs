@@ -3,8 +3,15 @@
 
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
+/// Now, in milliseconds since the Unix epoch. Straight from the system clock: going
+/// through `OffsetDateTime` computed a calendar date and divided 128-bit nanoseconds on
+/// every read, a few times per gateway call.
 pub fn now_ms() -> i64 {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64 * 1000 + i64::from(d.subsec_millis()),
+        // A clock set before 1970.
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
 }
 
 /// RFC 3339 in UTC with milliseconds, e.g. `2026-12-01T03:29:17.123Z`.
@@ -44,6 +51,14 @@ mod tests {
         let ms = 1_764_559_757_123;
         assert_eq!(rfc3339(ms), "2025-12-01T03:29:17.123Z");
         assert_eq!(parse_rfc3339(&rfc3339(ms)), Some(ms));
+    }
+
+    #[test]
+    fn now_reads_the_same_clock_as_the_calendar() {
+        let before = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let now = now_ms();
+        let after = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        assert!(before <= now && now <= after, "{before} {now} {after}");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use portico_auth::{replay::NonceStore, signed_request::RequestVerifier};
 use portico_console::{Change, Platform};
 use portico_core::{time::now_ms, Error};
 use portico_oauth::OAuth;
+use portico_signing::identity::IdentityKey;
 use snapshot::{load_apps, AppScope, Snapshot};
 
 /// How often instances with a health path are probed.
@@ -58,7 +59,7 @@ struct Inner {
     platform: Platform,
     oauth: OAuth,
     settings: GatewaySettings,
-    identity_key: Vec<u8>,
+    identity_key: IdentityKey,
     snapshot: ArcSwap<Snapshot>,
     verifier: RequestVerifier,
     client: upstream::Client,
@@ -80,7 +81,10 @@ impl Gateway {
             }
             None => (NonceStore::memory(settings.signature_window * 2), limiter::Limits::Memory(limiter::RateLimiter::new())),
         };
-        let identity_key = settings.identity_key.clone().unwrap_or_else(|| platform.master_key().derive("gateway identity").to_vec());
+        let identity_key = match &settings.identity_key {
+            Some(key) => IdentityKey::new(key),
+            None => IdentityKey::new(&platform.master_key().derive("gateway identity")),
+        };
         let gw = Gateway {
             inner: Arc::new(Inner {
                 verifier: RequestVerifier::new(settings.signature_window, nonces),
@@ -110,7 +114,7 @@ impl Gateway {
     pub(crate) fn settings(&self) -> &GatewaySettings {
         &self.inner.settings
     }
-    pub(crate) fn identity_key(&self) -> &[u8] {
+    pub(crate) fn identity_key(&self) -> &IdentityKey {
         &self.inner.identity_key
     }
     pub(crate) fn verifier(&self) -> &RequestVerifier {

@@ -458,10 +458,21 @@ impl Gateway {
 /// percent-decoding and a lossy UTF-8 pass (a signed call has a dozen such pairs).
 fn form_pairs(input: &[u8]) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
     input.split(|&b| b == b'&').filter(|piece| !piece.is_empty()).map(|piece| {
-        let plain = !piece.iter().any(|&b| b == b'%' || b == b'+');
+        // One look at each byte: where the first `=` is, and whether anything needs decoding.
+        let (mut eq, mut plain) = (None, true);
+        for (i, &b) in piece.iter().enumerate() {
+            match b {
+                b'%' | b'+' => {
+                    plain = false;
+                    break;
+                }
+                b'=' if eq.is_none() => eq = Some(i),
+                _ => {}
+            }
+        }
         match std::str::from_utf8(piece) {
             Ok(text) if plain => {
-                let (k, v) = text.split_once('=').unwrap_or((text, ""));
+                let (k, v) = eq.map_or((text, ""), |i| (&text[..i], &text[i + 1..]));
                 (Cow::Borrowed(k), Cow::Borrowed(v))
             }
             // One piece holds one pair: the general parser decodes it.

@@ -119,14 +119,16 @@ impl OAuth {
         if !opaque && !jwt {
             return Ok(None);
         }
-        let digest = token::digest(presented);
+        // Kept as a String only when the cache misses.
+        let mut buf = [0u8; 64];
+        let digest = token::digest_in(presented, &mut buf);
         let now = now_ms();
-        if let Some(info) = self.cache().get(&digest, now) {
+        if let Some(info) = self.cache().get(digest, now) {
             return Ok(Some(info));
         }
         let record = {
             let mut conn = self.platform().store().read().await?;
-            oauth::token(&mut conn, &digest).await?
+            oauth::token(&mut conn, digest).await?
         };
         let Some(t) = record.filter(|t| t.kind == "access" && t.revoked_at.is_none() && t.expires_at > now) else {
             return Ok(None);
@@ -141,7 +143,7 @@ impl OAuth {
                 .unwrap_or_default()
         };
         let info = Arc::new(info_of(&t, client_id));
-        self.cache().insert(digest, info.clone());
+        self.cache().insert(digest.to_owned(), info.clone());
         Ok(Some(info))
     }
 

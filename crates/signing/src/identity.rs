@@ -30,10 +30,21 @@ pub struct Identity<S = String> {
 /// The signature header's value: base64 of 32 bytes.
 const SIGNATURE_LEN: usize = 44;
 
+/// The identity key, keyed once: HMAC's inner and outer pads hashed ahead, so that
+/// signing a call's identity hashes its message only (two SHA-256 blocks fewer a call).
+#[derive(Clone)]
+pub struct IdentityKey(Hmac<Sha256>);
+
+impl IdentityKey {
+    pub fn new(key: &[u8]) -> IdentityKey {
+        IdentityKey(Hmac::<Sha256>::new_from_slice(key).expect("any key length"))
+    }
+}
+
 impl<S: AsRef<str>> Identity<S> {
     /// The MAC over `app\nmerchant\n…\ntimestamp\n`, fed piece by piece.
-    fn mac(&self, key: &[u8]) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+    fn mac(&self, key: &IdentityKey) -> Hmac<Sha256> {
+        let mut mac = key.0.clone();
         for part in [&self.app_id, &self.merchant_id, &self.internal_user_id, &self.user_id, &self.scope, &self.environment, &self.trace_id] {
             mac.update(part.as_ref().as_bytes());
             mac.update(b"\n");
@@ -45,11 +56,11 @@ impl<S: AsRef<str>> Identity<S> {
     }
 
     pub fn sign(&self, key: &[u8]) -> String {
-        base64::engine::general_purpose::STANDARD.encode(self.mac(key).finalize().into_bytes())
+        base64::engine::general_purpose::STANDARD.encode(self.mac(&IdentityKey::new(key)).finalize().into_bytes())
     }
 
     /// Hands each header to send upstream, signature included, to `f` (name, value).
-    pub fn each_header(&self, key: &[u8], mut f: impl FnMut(&'static str, &[u8])) {
+    pub fn each_header(&self, key: &IdentityKey, mut f: impl FnMut(&'static str, &[u8])) {
         let mut signature = [0u8; SIGNATURE_LEN];
         let written = base64::engine::general_purpose::STANDARD.encode_slice(self.mac(key).finalize().into_bytes(), &mut signature).unwrap_or(0);
         let mut digits = [0u8; 20];
@@ -67,7 +78,7 @@ impl<S: AsRef<str>> Identity<S> {
     /// The headers to send upstream, signature included.
     pub fn headers(&self, key: &[u8]) -> Vec<(&'static str, String)> {
         let mut out = Vec::with_capacity(9);
-        self.each_header(key, |k, v| out.push((k, String::from_utf8_lossy(v).into_owned())));
+        self.each_header(&IdentityKey::new(key), |k, v| out.push((k, String::from_utf8_lossy(v).into_owned())));
         out
     }
 }
@@ -96,7 +107,7 @@ impl Identity {
             timestamp: get("x-portico-timestamp")?.parse().ok()?,
         };
         let presented = base64::engine::general_purpose::STANDARD.decode(get("x-portico-identity")?).ok()?;
-        id.mac(key).verify_slice(&presented).ok()?;
+        id.mac(&IdentityKey::new(key)).verify_slice(&presented).ok()?;
         Some(id)
     }
 }
@@ -127,6 +138,15 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The MAC, keyed ahead, is the one over the documented message.
+        #[test]
+        fn signs_the_documented_message(app in ".{0,40}", scope in ".{0,40}", trace in "[0-9a-f]{0,64}", timestamp in proptest::prelude::any::<i64>()) {
+            let id = Identity { app_id: app.as_str(), merchant_id: "mch_1", scope: scope.as_str(), environment: "sandbox", trace_id: trace.as_str(), timestamp, ..Default::default() };
+            let mut mac = Hmac::<Sha256>::new_from_slice(b"k").unwrap();
+            mac.update(format!("{app}\nmch_1\n\n\n{scope}\nsandbox\n{trace}\n{timestamp}\n").as_bytes());
+            proptest::prop_assert_eq!(id.sign(b"k"), base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
+        }
+
         #[test]
         fn timestamps_read_as_their_display(n in proptest::prop_oneof![proptest::prelude::any::<i64>(), proptest::strategy::Just(i64::MIN), -1000i64..1000]) {
             let (mut buf, text) = ([0; 20], n.to_string());

@@ -351,12 +351,17 @@ fn put_text(out: &mut Vec<u8>, s: &str) {
     // The hex digits at the end, then whether a `_` or the start comes before them.
     let start = b.len() - b.iter().rev().take_while(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')).count();
     let (prefix, digits) = s.split_at(start);
-    let nibble = |b: u8| if b.is_ascii_digit() { b - b'0' } else { b - b'a' + 10 };
+    // Of a digit `0-9` or `a-f`, its value, without branches.
+    let nibble = |b: u8| (b & 0xf) + 9 * (b >> 6);
     if !digits.is_empty() && digits.len() % 2 == 0 && (prefix.is_empty() || prefix.ends_with('_')) {
         out.push(TEXT_HEX);
         put_str(out, prefix);
         put_uint(out, (digits.len() / 2) as u64);
-        out.extend(digits.as_bytes().chunks_exact(2).map(|p| nibble(p[0]) << 4 | nibble(p[1])));
+        let at = out.len();
+        out.resize(at + digits.len() / 2, 0);
+        for (byte, pair) in out[at..].iter_mut().zip(digits.as_bytes().chunks_exact(2)) {
+            *byte = nibble(pair[0]) << 4 | nibble(pair[1]);
+        }
     } else {
         out.push(TEXT_PLAIN);
         put_str(out, s);
