@@ -6,6 +6,7 @@
 #   bench/gateway.sh                 # 1 nginx worker vs 1 Portico worker thread
 #   WORKERS=2 bench/gateway.sh
 #   PORTICO_BIN=/path/to/portico bench/gateway.sh   # another build of Portico
+#   INSTRUCTIONS=1 bench/gateway.sh  # instructions per call (callgrind), not throughput
 #
 # Portico runs the full pipeline: route, token (or signature) authentication, app and
 # merchant checks, IP allowlist, grant check, rate limit (a limit far above the load, so
@@ -67,15 +68,58 @@ token=$(curl -fs -X POST -u "$key:$secret" -d grant_type=client_credentials http
 sleep 1
 curl -fs -H "authorization: Bearer $token" http://127.0.0.1:18080/api/bench/order >/dev/null || { echo "the gateway did not answer"; cat "$work/serve.log"; exit 1; }
 
+# A signed /router/rest URL with a fresh timestamp (signatures are good for 300 s).
+signed_url() {
+  local ts sig
+  ts=$(date +%s)
+  sig=$("$bin" sign -o json --method hmac-sha256 --secret "$secret" app_key="$key" method=bench.order v=1.0 timestamp="$ts" sign_method=hmac-sha256 | json 'd["signature"]')
+  echo "http://127.0.0.1:18080/router/rest?app_key=$key&method=bench.order&v=1.0&timestamp=$ts&sign_method=hmac-sha256&sign=$sig"
+}
+
+if [[ -n ${INSTRUCTIONS:-} ]]; then
+  # Instructions per call instead of throughput: Portico under callgrind, counted over
+  # 10 s of 8 connections after a warm-up. Counts repeat from run to run whatever else
+  # the machine does, where throughput on a shared box moves by 10 % or more. Valgrind's
+  # CPU has no SHA extensions: sha2 runs its portable code (about 3,460 instructions a
+  # 64-byte block), shown apart.
+  [[ $WORKERS == 1 ]] || { echo "INSTRUCTIONS=1 counts the one serving thread: run it with WORKERS=1"; exit 1; }
+  command -v valgrind >/dev/null || apt-get install -y valgrind >/dev/null
+  count() {
+    local label=$1 pid out n
+    shift
+    kill "$(cat "$work/pid")" 2>/dev/null || true
+    while curl -fs http://127.0.0.1:18081/healthz >/dev/null 2>&1; do sleep 0.2; done
+    rm -f "$work"/cg*
+    setsid valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$work/cg" "$bin" serve >"$work/serve.log" 2>&1 &
+    for _ in $(seq 600); do curl -fs http://127.0.0.1:18081/healthz >/dev/null && break; sleep 0.2; done
+    pid=$(pgrep -nf "callgrind-out-file=$work/cg")
+    echo "$pid" >"$work/pid"
+    wrk -t1 -c8 -d3s "$@" >/dev/null
+    callgrind_control -z "$pid" >/dev/null 2>&1
+    out=$(wrk -t1 -c8 -d10s "$@")
+    n=$(awk '/requests in/ {print $1}' <<<"$out")
+    if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then echo "$label: errors during the run: $(grep -E 'Non-2xx|Socket errors' <<<"$out")"; fi
+    callgrind_control -d "$pid" >/dev/null 2>&1
+    for _ in $(seq 100); do [[ -s $work/cg.1-01 ]] && break; sleep 0.2; done
+    sleep 1
+    # Thread 1 is the serving thread (one worker thread: the runtime runs on the main thread).
+    local main sha
+    main=$(awk '/^totals:/ {print $2}' "$work/cg.1-01")
+    sha=$(callgrind_annotate --inclusive=no --auto=no --threshold=100 "$work/cg.1-01" 2>/dev/null | awk '/sha2::sha256::soft::compress/ && !seen {gsub(",", "", $1); print $1; seen = 1}')
+    python3 -c "import sys; n,m,s=int(sys.argv[2]),int(sys.argv[3]),int(sys.argv[4] or 0); print(f'{sys.argv[1]}: {m/n:,.0f} instructions per call on the serving thread ({s/n:,.0f} of them portable SHA-256, {(m-s)/n:,.0f} the rest), {n} calls')" "$label" "$n" "$main" "${sha:-0}"
+  }
+  count "bearer token" -H "Authorization: Bearer $token" http://127.0.0.1:18080/api/bench/order
+  count "HMAC-signed" "$(signed_url)"
+  exit 0
+fi
+
 echo "== token authentication: Portico (A) vs nginx (B), $WORKERS worker(s)"
 out=$(bash "$pair" http://127.0.0.1:18080/api/bench/order http://127.0.0.1:9001/order "$ROUNDS" -- -H "Authorization: Bearer $token")
 echo "$out"
 ratio=$(awk '/median ratio/ {print $NF}' <<<"$out")
 
 echo "== HMAC-signed requests (parameter style, /router/rest): Portico (A) vs nginx (B)"
-ts=$(date +%s)
-sig=$("$bin" sign -o json --method hmac-sha256 --secret "$secret" app_key="$key" method=bench.order v=1.0 timestamp="$ts" sign_method=hmac-sha256 | json 'd["signature"]')
-signed="http://127.0.0.1:18080/router/rest?app_key=$key&method=bench.order&v=1.0&timestamp=$ts&sign_method=hmac-sha256&sign=$sig"
+signed=$(signed_url)
 curl -fs "$signed" >/dev/null || { echo "signed call failed"; curl -s "$signed"; exit 1; }
 bash "$pair" "$signed" http://127.0.0.1:9001/order "$ROUNDS"
 # CPU per request, two ways, during one wrk run against each proxy, divided by the
