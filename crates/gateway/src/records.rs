@@ -75,13 +75,7 @@ fn address(ip: IpAddr) -> String {
         if i > 0 {
             s.push('.');
         }
-        if o >= 100 {
-            s.push(char::from(b'0' + o / 100));
-        }
-        if o >= 10 {
-            s.push(char::from(b'0' + o / 10 % 10));
-        }
-        s.push(char::from(b'0' + o % 10));
+        s.extend(portico_signing::decimal(u64::from(o), &mut [0; 20]).iter().map(|&d| char::from(d)));
     }
     s
 }

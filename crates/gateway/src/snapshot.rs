@@ -82,14 +82,13 @@ pub struct Snapshot {
     apps: Vec<Arc<FastMap<String, Arc<AppEntry>>>>,
     /// app id → its app keys (sharded by app id), to replace an app's entries.
     keys_of_app: Vec<Arc<FastMap<String, Vec<String>>>>,
-    /// (name, version) → API; every state but draft.
-    /// Looked up by borrowed strings on every `/router/rest` call.
+    /// Name → version → API, every state but draft; looked up by borrowed strings on
+    /// every `/router/rest` call.
     by_name: Arc<FastMap<String, FastMap<String, Arc<ApiEntry>>>>,
     /// name → the newest published (or deprecated) version.
     latest: Arc<FastMap<String, Arc<ApiEntry>>>,
-    /// (service, method, upstream path) → API, for `/api/{service}/{path}`.
-    /// Service → upstream path → the APIs at that path (one per method); looked up by
-    /// borrowed strings on every call.
+    /// For `/api/{service}/{path}`: service → upstream path → the APIs at that path (one
+    /// per method); looked up by borrowed strings on every call.
     by_upstream: Arc<FastMap<String, FastMap<String, Vec<Arc<ApiEntry>>>>>,
     services: Arc<FastMap<String, Arc<ServicePool>>>,
     hasher: FastHasher,

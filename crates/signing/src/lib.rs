@@ -25,9 +25,11 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 pub use params::SignMethod;
+pub use rsa::{RsaPrivateKey, RsaPublicKey};
 
 /// `n` in decimal, written at the end of `buf` (no formatting machinery: the identity
-/// headers and the gateway's number headers write these on every call).
+/// headers, the gateway's number headers and call records' addresses write these on every
+/// call).
 pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut start = buf.len();
     loop {
@@ -40,7 +42,6 @@ pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     }
     &buf[start..]
 }
-pub use rsa::{RsaPrivateKey, RsaPublicKey};
 
 /// What produces a signature: the app secret, or (for RSA2) the app's private key.
 #[derive(Clone, Copy)]

@@ -35,7 +35,6 @@ impl SignMethod {
     pub const ALL: [SignMethod; 6] =
         [SignMethod::Md5, SignMethod::HmacSha256, SignMethod::Rsa2, SignMethod::TopMd5, SignMethod::TopHmac, SignMethod::TopHmacSha256];
 
-    /// Parses a `sign_method` value (case-insensitive).
     /// The method a `sign_method` value names, in any letter case (compared in place:
     /// this runs on every signed call).
     pub fn parse(s: &str) -> Option<SignMethod> {
