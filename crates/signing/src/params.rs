@@ -70,7 +70,8 @@ impl SignMethod {
 fn selected<'a>(params: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut v: Vec<(&str, &str)> = params.iter().copied().filter(|(k, _)| *k != "sign").collect();
     v.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    let mut out = Vec::with_capacity(v.len());
+    // Kept pairs move to the front of the same vector.
+    let mut kept = 0;
     let mut i = 0;
     while i < v.len() {
         let mut j = i + 1;
@@ -79,11 +80,13 @@ fn selected<'a>(params: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
         }
         // A name given more than once is an array: dropped, as the spec says.
         if j == i + 1 && !v[i].1.is_empty() {
-            out.push(v[i]);
+            v[kept] = v[i];
+            kept += 1;
         }
         i = j;
     }
-    out
+    v.truncate(kept);
+    v
 }
 
 /// The canonical string: `a=1&b=2`.
