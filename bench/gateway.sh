@@ -25,6 +25,8 @@ pair="$root/../shared/bench/wrk-pair.sh"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/portico-target}"
 # PORTICO_BIN runs another build (an older commit's binary, say) instead of this checkout's.
 if [[ -n ${PORTICO_BIN:-} ]]; then bin=$PORTICO_BIN; else cargo build --release -p portico >/dev/null; bin="$CARGO_TARGET_DIR/release/portico"; fi
+# Portico warns about PORTICO_* variables it does not know; this one is the script's.
+unset PORTICO_BIN
 work=$(mktemp -d)
 cleanup() {
   kill "$(cat "$work/pid" 2>/dev/null)" "$(cat "$work/beat.pid" 2>/dev/null)" 2>/dev/null || true
