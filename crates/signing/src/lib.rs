@@ -104,9 +104,10 @@ pub(crate) fn eq_hex(presented: &str, expected: &[u8]) -> Result<(), SignError> 
     let presented = presented.trim();
     let mut decoded = [0u8; 64];
     if presented.len() != expected.len() * 2 || expected.len() > decoded.len() {
-        return match hex::decode(presented) {
-            Ok(_) => Err(SignError::Mismatch),
-            Err(_) => Err(SignError::Malformed("not hexadecimal")),
+        return if presented.len() % 2 == 0 && presented.bytes().all(|c| c.is_ascii_hexdigit()) {
+            Err(SignError::Mismatch)
+        } else {
+            Err(SignError::Malformed("not hexadecimal"))
         };
     }
     let decoded = &mut decoded[..expected.len()];
