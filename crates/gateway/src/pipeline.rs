@@ -113,11 +113,10 @@ pub async fn serve_request(gw: Gateway, peer: SocketAddr, req: Request) -> Respo
 
 /// One call, start to finish, record included.
 pub async fn serve(gw: &Gateway, req: Inbound<'_>) -> Reply {
-    let (started, at) = (Instant::now(), now_ms());
     let trace_id = portico_core::trace::current().unwrap_or_else(portico_core::trace::new_trace_id);
     let bytes_in = req.body.len();
     let snap = gw.snapshot();
-    let mut call = Call { app: None, api: None, bytes_out: 0, code: 0 };
+    let mut call = Call { started: Instant::now(), at: now_ms(), app: None, api: None, bytes_out: 0, code: 0 };
     let reply = match gw.process(&snap, &req, &trace_id, &mut call).await {
         Ok(r) => r,
         Err(e) => {
@@ -126,13 +125,13 @@ pub async fn serve(gw: &Gateway, req: Inbound<'_>) -> Reply {
         }
     };
     gw.recorder().record(Record::Call(CallFacts {
-        at,
+        at: call.at,
         trace_id,
         app: call.app,
         api: call.api,
         status: reply.status.as_u16(),
         code: call.code,
-        latency_us: started.elapsed().as_micros() as i64,
+        latency_us: call.started.elapsed().as_micros() as i64,
         bytes_in,
         bytes_out: call.bytes_out,
         client_ip: req.peer.ip(),
@@ -152,6 +151,10 @@ struct EnvelopeProbe<'a> {
 
 /// What the record of a call needs to know, filled in as the pipeline learns it.
 struct Call {
+    /// When the call arrived, read once for everything that asks the time of the call
+    /// (identity timestamp, quotas, business keys, the upstream deadline, latency).
+    started: Instant,
+    at: i64,
     app: Option<Arc<AppEntry>>,
     api: Option<Arc<ApiEntry>>,
     bytes_out: usize,
@@ -223,7 +226,7 @@ impl Gateway {
         }
 
         // Identify the app.
-        let now = now_ms();
+        let now = call.at;
         let caller = self.identify(snap, req, &params, now).await?;
         call.app = Some(caller.app.clone());
         let app = &caller.app;
@@ -322,8 +325,8 @@ impl Gateway {
             }
         });
         let up_method = if single_entry { api.method.clone() } else { method.clone() };
-        // The answer, body included, must arrive within the API's timeout.
-        let deadline = tokio::time::Instant::now() + api.timeout;
+        // The answer, body included, must arrive within the API's timeout of the call's arrival.
+        let deadline = tokio::time::Instant::from_std(call.started) + api.timeout;
         let answer = upstream::forward(self.client(), self.health(), &pool, &up_method, &upstream_path, &lines, &upstream_body, deadline).await.map_err(|e| match e {
             ForwardError::NoInstance => refuse(Code::UpstreamUnavailable, format!("no healthy instance of {}", api.service)),
             ForwardError::Unreachable(why) => {
