@@ -104,7 +104,7 @@ pub(crate) fn eq_hex(presented: &str, expected: &[u8]) -> Result<(), SignError> 
     let presented = presented.trim();
     let mut decoded = [0u8; 64];
     if presented.len() != expected.len() * 2 || expected.len() > decoded.len() {
-        return if presented.len() % 2 == 0 && presented.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return if presented.len().is_multiple_of(2) && presented.bytes().all(|c| c.is_ascii_hexdigit()) {
             Err(SignError::Mismatch)
         } else {
             Err(SignError::Malformed("not hexadecimal"))
