@@ -42,11 +42,13 @@ pub struct GatewaySettings {
     pub identity_key: Option<Vec<u8>>,
     /// Redis for the nonce cache in cluster mode; `None`: in memory.
     pub redis_url: Option<String>,
+    /// The call-record writer runs on idle CPU time only (see `records`).
+    pub records_on_idle_cpu: bool,
 }
 
 impl Default for GatewaySettings {
     fn default() -> Self {
-        GatewaySettings { max_body_bytes: 1 << 20, app_rate_limit_per_second: 0, signature_window: Duration::from_secs(300), identity_key: None, redis_url: None }
+        GatewaySettings { max_body_bytes: 1 << 20, app_rate_limit_per_second: 0, signature_window: Duration::from_secs(300), identity_key: None, redis_url: None, records_on_idle_cpu: true }
     }
 }
 
@@ -88,7 +90,7 @@ impl Gateway {
         let gw = Gateway {
             inner: Arc::new(Inner {
                 verifier: RequestVerifier::new(settings.signature_window, nonces),
-                recorder: records::Recorder::start(platform.store().clone()),
+                recorder: records::Recorder::start(platform.store().clone(), settings.records_on_idle_cpu),
                 snapshot: ArcSwap::from_pointee(Snapshot::empty()),
                 client: upstream::Client::default(),
                 health: upstream::Health::default(),

@@ -91,31 +91,37 @@ const CAPACITY: usize = 65_536;
 const BATCH: usize = 20_000;
 /// How long a batch may gather before it is written.
 const GATHER: Duration = Duration::from_millis(250);
+/// How often the queue is emptied while a batch gathers.
+const DRAIN: Duration = Duration::from_millis(10);
 
 impl Recorder {
     /// Starts the batch writer's thread; it ends when the last `Recorder` is dropped.
-    pub fn start(store: Store) -> Recorder {
+    /// `on_idle_cpu`: the thread runs on CPU time nothing else wants (see [`yield_to_calls`]).
+    pub fn start(store: Store, on_idle_cpu: bool) -> Recorder {
         let (queue, mut rx) = mpsc::channel::<Record>(CAPACITY);
         let writer = async move {
-            let mut batch = Vec::with_capacity(BATCH);
+            let mut queued = Vec::with_capacity(BATCH);
             let (mut facts, mut keys) = (Vec::with_capacity(BATCH), Vec::new());
             loop {
-                let n = rx.recv_many(&mut batch, BATCH).await;
-                if n == 0 {
+                // The first record of a batch wakes the writer; the records of the next
+                // moments join the same transaction.
+                if rx.recv_many(&mut queued, BATCH).await == 0 {
                     return;
                 }
-                // Let the records of the next moments join this transaction.
-                if batch.len() < BATCH {
-                    tokio::time::sleep(GATHER).await;
-                    while batch.len() < BATCH && !rx.is_empty() {
-                        let room = BATCH - batch.len();
-                        rx.recv_many(&mut batch, room).await;
+                let gathered = tokio::time::Instant::now() + GATHER;
+                loop {
+                    take(&mut queued, &mut facts, &mut keys);
+                    if facts.len() + keys.len() >= BATCH || tokio::time::Instant::now() >= gathered {
+                        break;
                     }
-                }
-                for r in batch.drain(..) {
-                    match r {
-                        Record::Call(c) => facts.push(c),
-                        Record::BusinessKey(k) => keys.push(k),
+                    // The queue is emptied every few milliseconds, not once a batch: the
+                    // channel's blocks and the records' strings then go back to the
+                    // serving thread while still in its caches, instead of a quarter
+                    // second of them (1.3 MB at 45,000 calls a second) being new memory.
+                    tokio::time::sleep(DRAIN).await;
+                    let room = BATCH - facts.len() - keys.len();
+                    if !rx.is_empty() && rx.recv_many(&mut queued, room).await == 0 {
+                        break;
                     }
                 }
                 let rows: Vec<_> = facts.iter().map(CallFacts::record).collect();
@@ -132,7 +138,7 @@ impl Recorder {
         std::thread::Builder::new()
             .name("portico-records".into())
             .spawn(move || {
-                yield_to_calls();
+                yield_to_calls(on_idle_cpu);
                 runtime.block_on(writer)
             })
             .expect("the call-record writer's thread");
@@ -155,19 +161,51 @@ impl Recorder {
     }
 }
 
-/// Makes the calling thread yield to the threads serving calls: a lower priority (nice
-/// 10) and no wake-up preemption (`SCHED_BATCH`). A writer that sleeps most of the time
-/// would otherwise preempt a busy call thread each time it wakes; measured, that doubled
-/// the gateway's p99 (BENCHMARKS.md).
-fn yield_to_calls() {
+/// Moves queued records into the batch. A call's trace id is copied into the writer's
+/// own memory and the serving thread's string freed now, not when the batch is written.
+fn take(queued: &mut Vec<Record>, facts: &mut Vec<CallFacts>, keys: &mut Vec<BusinessKeyRecord>) {
+    for r in queued.drain(..) {
+        match r {
+            Record::Call(mut c) => {
+                c.trace_id = c.trace_id.as_str().to_owned();
+                facts.push(c);
+            }
+            Record::BusinessKey(k) => keys.push(k),
+        }
+    }
+}
+
+/// Makes the calling thread yield to the threads serving calls, and to every other
+/// program on the host.
+///
+/// `on_idle_cpu` (the default): `SCHED_IDLE`, CPU time nothing else wants. A core that
+/// runs only this thread still counts as idle when the kernel places a woken task, so
+/// the writer's bursts (a batch every 250 ms) never push a task onto the serving
+/// thread's core. At a lower but normal priority they did: on two cores, the load
+/// generator or the backend, woken while the writer held the other core, was placed
+/// beside the serving thread and stayed there, preempting it at every call for hundreds
+/// of milliseconds (BENCHMARKS.md). A host kept at full CPU gives this thread almost
+/// nothing: records then wait in the queue and, once it is full, are dropped and counted.
+///
+/// Otherwise: nice 10 and no wake-up preemption (`SCHED_BATCH`), which keeps records
+/// under saturation at some cost to calls.
+///
+/// An unprivileged thread cannot leave `SCHED_IDLE` again, so the choice is made once.
+fn yield_to_calls(on_idle_cpu: bool) {
     #[cfg(target_os = "linux")]
     // SAFETY: plain system calls on the calling thread with valid arguments; a failure
     // only leaves the default priority.
     unsafe {
         let param = libc::sched_param { sched_priority: 0 };
-        libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
-        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+        if on_idle_cpu {
+            libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+        } else {
+            libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
+            libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+        }
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = on_idle_cpu;
 }
 
 #[cfg(test)]
@@ -177,6 +215,42 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    /// The writer threads of this process and their scheduling policies.
+    #[cfg(target_os = "linux")]
+    fn writers() -> Vec<(i32, i32)> {
+        let mut found = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim() == "portico-records" {
+                let tid: i32 = task.file_name().to_string_lossy().parse().unwrap();
+                // SAFETY: a plain query of a thread of this process.
+                found.push((tid, unsafe { libc::sched_getscheduler(tid) }));
+            }
+        }
+        found
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_writer_runs_on_idle_cpu_unless_told_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()), 2).await.unwrap();
+        for (on_idle_cpu, policy) in [(true, libc::SCHED_IDLE), (false, libc::SCHED_BATCH)] {
+            let before: Vec<i32> = writers().into_iter().map(|(tid, _)| tid).collect();
+            let recorder = Recorder::start(store.clone(), on_idle_cpu);
+            let mut seen = None;
+            for _ in 0..200 {
+                seen = writers().into_iter().find(|(tid, _)| !before.contains(tid)).map(|(_, p)| p);
+                if seen == Some(policy) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(seen, Some(policy), "on_idle_cpu = {on_idle_cpu}");
+            drop(recorder);
+        }
+    }
 
     proptest! {
         #[test]

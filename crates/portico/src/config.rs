@@ -90,6 +90,7 @@ pub struct GatewayConfig {
     pub identity_key: String,
     pub app_rate_limit_per_second: u64,
     pub signature_window_secs: u64,
+    pub records_on_idle_cpu: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -390,6 +391,7 @@ impl Config {
             signature_window: Duration::from_secs(g.signature_window_secs),
             identity_key: (!g.identity_key.is_empty()).then(|| g.identity_key.as_bytes().to_vec()),
             redis_url: (!self.redis.url.is_empty()).then(|| self.redis.url.clone()),
+            records_on_idle_cpu: g.records_on_idle_cpu,
         }
     }
 
@@ -504,6 +506,7 @@ mod tests {
         assert_eq!(c.console.addr.port(), 8081);
         assert!(c.is_embedded());
         assert!(w.is_empty());
+        assert!(c.gateway_settings().records_on_idle_cpu);
     }
 
     #[test]
@@ -511,7 +514,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("p.toml");
         std::fs::write(&file, "[public]\naddr = \"127.0.0.1:9000\"\n[console]\naddr = \"127.0.0.1:9001\"\n").unwrap();
-        let e = env(&[("PORTICO_CONSOLE__ADDR", "127.0.0.1:9101"), ("PORTICO_ADMIN_PASSWORD", "a long password"), ("PORTICO_CONSOLE__SECURE_COOKIES", "false")]);
+        let e = env(&[("PORTICO_CONSOLE__ADDR", "127.0.0.1:9101"), ("PORTICO_ADMIN_PASSWORD", "a long password"), ("PORTICO_CONSOLE__SECURE_COOKIES", "false"), ("PORTICO_GATEWAY__RECORDS_ON_IDLE_CPU", "false")]);
         let o = Overrides { internal_addr: Some("127.0.0.1:9202".parse().unwrap()), ..Default::default() };
         let (c, _) = Config::load(Some(&file), &e, &o).unwrap();
         assert_eq!(c.public.addr.port(), 9000, "file over defaults");
@@ -519,6 +522,7 @@ mod tests {
         assert_eq!(c.internal.addr.port(), 9202, "flags over everything");
         assert_eq!(c.admin.password, "a long password");
         assert!(!c.console.secure_cookies);
+        assert!(!c.gateway_settings().records_on_idle_cpu);
         assert!(c.redacted_toml().contains("password = \"********\""));
         assert!(!c.redacted_toml().contains("a long password"));
     }
