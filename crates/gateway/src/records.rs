@@ -15,7 +15,7 @@ use std::{
 
 use portico_core::id::new_id_at;
 use portico_store::{
-    calls::{self, BusinessKeyRecord, CallRecord},
+    calls::{BusinessKeyRecord, CallRecord, Packed},
     Store,
 };
 use tokio::sync::mpsc;
@@ -97,8 +97,21 @@ const DRAIN: Duration = Duration::from_millis(10);
 impl Recorder {
     /// Starts the batch writer's thread; it ends when the last `Recorder` is dropped.
     /// `on_idle_cpu`: the thread runs on CPU time nothing else wants (see [`yield_to_calls`]).
+    /// Call from within a Tokio runtime: the batches are written by a task on it.
     pub fn start(store: Store, on_idle_cpu: bool) -> Recorder {
         let (queue, mut rx) = mpsc::channel::<Record>(CAPACITY);
+        // The writer's thread packs batches (the CPU work, on spare CPU); a task on the
+        // caller's runtime, at normal priority, writes them. A writer on spare CPU that
+        // held the database's one SQLite write connection could keep every other write
+        // waiting for as long as a busy host left it without CPU.
+        let (packed, mut to_write) = mpsc::channel::<(Packed, Vec<BusinessKeyRecord>)>(2);
+        tokio::spawn(async move {
+            while let Some((batch, keys)) = to_write.recv().await {
+                if let Err(e) = batch.write(&store, &keys).await {
+                    tracing::warn!(error = %e, "could not write a batch of call records; dropped");
+                }
+            }
+        });
         let writer = async move {
             let mut queued = Vec::with_capacity(BATCH);
             let (mut facts, mut keys) = (Vec::with_capacity(BATCH), Vec::new());
@@ -124,13 +137,10 @@ impl Recorder {
                         break;
                     }
                 }
-                let rows: Vec<_> = facts.iter().map(CallFacts::record).collect();
-                let result = calls::write(&store, &rows, &keys).await;
-                drop(rows);
+                let batch = Packed::new(&facts.iter().map(CallFacts::record).collect::<Vec<_>>());
                 facts.clear();
-                keys.clear();
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, "could not write a batch of call records; dropped");
+                if packed.send((batch, std::mem::take(&mut keys))).await.is_err() {
+                    return;
                 }
             }
         };

@@ -58,82 +58,111 @@ const TRACE_SLACK_MS: i64 = 1_000;
 
 /// Writes a batch of records in one transaction: all of it or none.
 pub async fn write<S: AsRef<str> + Sync>(store: &Store, calls: &[CallRecord<S>], keys: &[BusinessKeyRecord]) -> Result<(), Error> {
-    let mut tx = store.begin().await?;
-    insert_segments(&mut tx, store.engine(), calls).await?;
-    for k in keys {
-        sqlx::query("INSERT INTO business_keys (id, merchant_id, app_id, api, business_key, trace_id, at) VALUES ($1,$2,$3,$4,$5,$6,$7)")
-            .bind(&k.id)
-            .bind(&k.merchant_id)
-            .bind(&k.app_id)
-            .bind(&k.api)
-            .bind(&k.business_key)
-            .bind(&k.trace_id)
-            .bind(k.at)
-            .execute(&mut *tx)
-            .await
-            .db()?;
-    }
-    crate::commit(tx).await
+    Packed::new(calls).write(store, keys).await
 }
 
-/// A segment to write: its id, its merchant, its calls.
-type Segment<'a, S> = (String, Option<&'a str>, &'a [&'a CallRecord<S>]);
+/// Calls packed into their segments, ready to insert: the CPU work of a batch, done
+/// before a connection is taken (the gateway's writer packs on spare CPU, and the
+/// database's single SQLite writer is not held while it does).
+#[derive(Debug, Default)]
+pub struct Packed {
+    segments: Vec<Sealed>,
+    /// Calls whose trace id does not tell its time: (trace id, segment id).
+    traces: Vec<(String, String)>,
+}
 
-/// Packs calls into segments: grouped by merchant, ordered by start time, cut at
-/// `SEGMENT_CALLS` calls or `SEGMENT_SPAN_MS` of start times.
-async fn insert_segments<S: AsRef<str> + Sync>(conn: &mut AnyConnection, engine: Engine, calls: &[CallRecord<S>]) -> Result<(), Error> {
-    let mut by_merchant: BTreeMap<Option<&str>, Vec<&CallRecord<S>>> = BTreeMap::new();
-    for c in calls {
-        by_merchant.entry(c.merchant_id.as_ref().map(AsRef::as_ref)).or_default().push(c);
-    }
-    let mut segments: Vec<Segment<'_, S>> = Vec::new();
-    for (merchant_id, group) in &mut by_merchant {
-        group.sort_by_key(|c| c.at);
-        let mut rest = &group[..];
-        while let Some(first) = rest.first() {
-            let n = rest.iter().take(SEGMENT_CALLS).take_while(|c| c.at - first.at <= SEGMENT_SPAN_MS).count();
-            let (segment, after) = rest.split_at(n);
-            rest = after;
-            segments.push((new_id("seg"), *merchant_id, segment));
+#[derive(Debug)]
+struct Sealed {
+    id: String,
+    merchant_id: Option<String>,
+    first_id: String,
+    last_id: String,
+    first_at: i64,
+    last_at: i64,
+    calls: i64,
+    body: Vec<u8>,
+}
+
+impl Packed {
+    /// Packs calls into segments: grouped by merchant, ordered by start time, cut at
+    /// `SEGMENT_CALLS` calls or `SEGMENT_SPAN_MS` of start times.
+    pub fn new<S: AsRef<str>>(calls: &[CallRecord<S>]) -> Packed {
+        let mut by_merchant: BTreeMap<Option<&str>, Vec<&CallRecord<S>>> = BTreeMap::new();
+        for c in calls {
+            by_merchant.entry(c.merchant_id.as_ref().map(AsRef::as_ref)).or_default().push(c);
         }
-    }
-    // Calls whose trace id does not tell its time, noted while their segment is at hand.
-    let mut traces: Vec<(&str, &str)> = Vec::new();
-    for chunk in segments.chunks(16) {
-        let sql = crate::multi_row_insert(engine, "call_segments (id, merchant_id, first_id, last_id, first_at, last_at, calls, body)", chunk.len(), 8);
-        let mut q = sqlx::query(&sql);
-        for (id, merchant_id, calls) in chunk {
-            let body = encode(calls);
-            let (mut first, mut last) = (None::<&str>, None::<&str>);
-            for c in calls.iter() {
-                let call = c.id.as_ref();
-                first = Some(first.map_or(call, |f| f.min(call)));
-                last = Some(last.map_or(call, |l| l.max(call)));
-                if !tells_its_time(c.trace_id.as_ref(), c.at) {
-                    traces.push((c.trace_id.as_ref(), id.as_str()));
+        let mut packed = Packed::default();
+        for (merchant_id, group) in &mut by_merchant {
+            group.sort_by_key(|c| c.at);
+            let mut rest = &group[..];
+            while let Some(first) = rest.first() {
+                let n = rest.iter().take(SEGMENT_CALLS).take_while(|c| c.at - first.at <= SEGMENT_SPAN_MS).count();
+                let (segment, after) = rest.split_at(n);
+                rest = after;
+                let id = new_id("seg");
+                let (mut lo, mut hi) = (segment[0].id.as_ref(), segment[0].id.as_ref());
+                for c in segment {
+                    let call = c.id.as_ref();
+                    lo = lo.min(call);
+                    hi = hi.max(call);
+                    if !tells_its_time(c.trace_id.as_ref(), c.at) {
+                        packed.traces.push((c.trace_id.as_ref().to_owned(), id.clone()));
+                    }
                 }
+                packed.segments.push(Sealed {
+                    merchant_id: merchant_id.map(str::to_owned),
+                    first_id: lo.to_owned(),
+                    last_id: hi.to_owned(),
+                    first_at: segment[0].at,
+                    last_at: segment[n - 1].at,
+                    calls: n as i64,
+                    body: encode(segment),
+                    id,
+                });
             }
-            q = q
-                .bind(id)
-                .bind(*merchant_id)
-                .bind(first.unwrap_or_default())
-                .bind(last.unwrap_or_default())
-                .bind(calls.first().map_or(0, |c| c.at))
-                .bind(calls.last().map_or(0, |c| c.at))
-                .bind(calls.len() as i64)
-                .bind(body);
         }
-        q.execute(&mut *conn).await.db()?;
+        packed
     }
-    for chunk in traces.chunks(200) {
-        let sql = crate::multi_row_insert(engine, "call_traces (trace_id, segment_id)", chunk.len(), 2);
-        let mut q = sqlx::query(&sql);
-        for (trace_id, segment_id) in chunk {
-            q = q.bind(*trace_id).bind(*segment_id);
+
+    /// Inserts the segments and `keys` in one transaction.
+    pub async fn write(&self, store: &Store, keys: &[BusinessKeyRecord]) -> Result<(), Error> {
+        let mut tx = store.begin().await?;
+        self.insert(&mut tx, store.engine()).await?;
+        for k in keys {
+            sqlx::query("INSERT INTO business_keys (id, merchant_id, app_id, api, business_key, trace_id, at) VALUES ($1,$2,$3,$4,$5,$6,$7)")
+                .bind(&k.id)
+                .bind(&k.merchant_id)
+                .bind(&k.app_id)
+                .bind(&k.api)
+                .bind(&k.business_key)
+                .bind(&k.trace_id)
+                .bind(k.at)
+                .execute(&mut *tx)
+                .await
+                .db()?;
         }
-        q.execute(&mut *conn).await.db()?;
+        crate::commit(tx).await
     }
-    Ok(())
+
+    async fn insert(&self, conn: &mut AnyConnection, engine: Engine) -> Result<(), Error> {
+        for chunk in self.segments.chunks(16) {
+            let sql = crate::multi_row_insert(engine, "call_segments (id, merchant_id, first_id, last_id, first_at, last_at, calls, body)", chunk.len(), 8);
+            let mut q = sqlx::query(&sql);
+            for s in chunk {
+                q = q.bind(&s.id).bind(&s.merchant_id).bind(&s.first_id).bind(&s.last_id).bind(s.first_at).bind(s.last_at).bind(s.calls).bind(&s.body);
+            }
+            q.execute(&mut *conn).await.db()?;
+        }
+        for chunk in self.traces.chunks(200) {
+            let sql = crate::multi_row_insert(engine, "call_traces (trace_id, segment_id)", chunk.len(), 2);
+            let mut q = sqlx::query(&sql);
+            for (trace_id, segment_id) in chunk {
+                q = q.bind(trace_id).bind(segment_id);
+            }
+            q.execute(&mut *conn).await.db()?;
+        }
+        Ok(())
+    }
 }
 
 /// Whether a call is found by its trace id's own millisecond.
@@ -173,7 +202,7 @@ pub(crate) async fn fold_rows(conn: &mut AnyConnection, engine: Engine) -> Resul
                 client_ip: col(r, "client_ip")?,
             })
         });
-        insert_segments(conn, engine, &calls.collect::<Result<Vec<_>, _>>()?).await?;
+        Packed::new(&calls.collect::<Result<Vec<_>, _>>()?).insert(conn, engine).await?;
     }
 }
 
