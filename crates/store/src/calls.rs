@@ -57,7 +57,7 @@ const SEGMENT_SPAN_MS: i64 = 60_000;
 const TRACE_SLACK_MS: i64 = 1_000;
 
 /// Writes a batch of records in one transaction: all of it or none.
-pub async fn write<S: AsRef<str> + Sync>(store: &Store, calls: &[CallRecord<S>], keys: &[BusinessKeyRecord]) -> Result<(), Error> {
+pub async fn write<S: AsRef<str>>(store: &Store, calls: &[CallRecord<S>], keys: &[BusinessKeyRecord]) -> Result<(), Error> {
     Packed::new(calls).write(store, keys).await
 }
 
