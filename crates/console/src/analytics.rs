@@ -49,7 +49,7 @@ impl Platform {
             Some(m) => actor.can_see(m)?,
             None => actor.require(&[Role::BusinessManager, Role::ProductManager], "read every merchant's calls")?,
         }
-        let mut conn = self.store().read().await?;
+        let mut conn = self.store().read_records().await?;
         let rows = calls::calls(&mut conn, merchant_id, trace_id, page).await?;
         Ok(Page::from_rows(rows, page.limit, |c| c.id.clone()).map(|c| CallOut {
             id: c.id,
@@ -70,7 +70,7 @@ impl Platform {
     /// A merchant's business keys, newest first, optionally of one API (`name@version`).
     pub async fn business_keys(&self, actor: &Principal, merchant_id: &str, api: Option<&str>, page: &PageRequest) -> Result<Page<BusinessKeyOut>, Error> {
         actor.can_see(merchant_id)?;
-        let mut conn = self.store().read().await?;
+        let mut conn = self.store().read_records().await?;
         let rows = calls::business_keys(&mut conn, merchant_id, api, page).await?;
         Ok(Page::from_rows(rows, page.limit, |k| k.id.clone()).map(|k| BusinessKeyOut {
             id: k.id,

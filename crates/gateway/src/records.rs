@@ -1,9 +1,10 @@
 //! Call records and business keys leave the request path through a bounded channel and
-//! are written in batches. A thread of their own, on spare CPU, makes the records'
-//! strings and packs a quarter second of calls into segments (tens of thousands of calls
-//! a second is work the threads serving calls should not share); a task on the main
-//! runtime inserts the few rows that makes. A full channel drops the record and counts
-//! it: a slow database never slows a call.
+//! are written in batches, by a thread of their own on spare CPU: it makes the records'
+//! strings, packs a quarter second of calls into segments and inserts them (tens of
+//! thousands of calls a second is work the threads serving calls should not share). On
+//! SQLite the records have a database file of their own (`Store`), so the writer, even
+//! when starved of CPU, holds no lock any other write waits for. A full channel drops the
+//! record and counts it: a slow database never slows a call.
 
 use std::{
     borrow::Cow,
@@ -99,22 +100,13 @@ const DRAIN: Duration = Duration::from_millis(10);
 impl Recorder {
     /// Starts the batch writer's thread; it ends when the last `Recorder` is dropped.
     /// `on_idle_cpu`: the thread runs on CPU time nothing else wants (see [`yield_to_calls`]).
-    /// Call from within a Tokio runtime: the batches are written by a task on it.
     pub fn start(store: Store, on_idle_cpu: bool) -> Recorder {
         let (queue, mut rx) = mpsc::channel::<Record>(CAPACITY);
-        // The writer's thread packs batches (the CPU work, on spare CPU); a task on the
-        // caller's runtime, at normal priority, writes them. A writer on spare CPU that
-        // held the database's one SQLite write connection could keep every other write
-        // waiting for as long as a busy host left it without CPU.
-        let (packed, mut to_write) = mpsc::channel::<(Packed, Vec<BusinessKeyRecord>)>(2);
-        tokio::spawn(async move {
-            while let Some((batch, keys)) = to_write.recv().await {
-                if let Err(e) = batch.write(&store, &keys).await {
-                    tracing::warn!(error = %e, "could not write a batch of call records; dropped");
-                }
-            }
-        });
         let writer = async move {
+            // Its connection is made here, on first use: on SQLite the connection's
+            // worker thread, which runs the inserts, is made by this thread and takes
+            // its scheduling class.
+            let db = store.records_writer();
             let mut queued = Vec::with_capacity(BATCH);
             let (mut facts, mut keys) = (Vec::with_capacity(BATCH), Vec::new());
             loop {
@@ -141,9 +133,10 @@ impl Recorder {
                 }
                 let batch = Packed::new(&facts.iter().map(CallFacts::record).collect::<Vec<_>>());
                 facts.clear();
-                if packed.send((batch, std::mem::take(&mut keys))).await.is_err() {
-                    return;
+                if let Err(e) = batch.write(&db, &keys).await {
+                    tracing::warn!(error = %e, "could not write a batch of call records; dropped");
                 }
+                keys.clear();
             }
         };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime for the call-record writer");
@@ -228,13 +221,13 @@ mod tests {
 
     use super::*;
 
-    /// The writer threads of this process and their scheduling policies.
+    /// The threads of this process whose names start with `prefix`: (id, scheduling policy).
     #[cfg(target_os = "linux")]
-    fn writers() -> Vec<(i32, i32)> {
+    fn threads(prefix: &str) -> Vec<(i32, i32)> {
         let mut found = Vec::new();
         for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
             let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            if comm.trim() == "portico-records" {
+            if comm.starts_with(prefix) {
                 let tid: i32 = task.file_name().to_string_lossy().parse().unwrap();
                 // SAFETY: a plain query of a thread of this process.
                 found.push((tid, unsafe { libc::sched_getscheduler(tid) }));
@@ -243,24 +236,52 @@ mod tests {
         found
     }
 
+    /// The writer's thread and the SQLite worker thread of its connection, which runs the
+    /// inserts, both run on idle CPU by default; a record still arrives.
     #[cfg(target_os = "linux")]
     #[tokio::test]
-    async fn the_writer_runs_on_idle_cpu_unless_told_otherwise() {
+    async fn the_writer_and_its_inserts_run_on_idle_cpu_unless_told_otherwise() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()), 2).await.unwrap();
+        assert!(dir.path().join("t-records.db").exists(), "the records have a file of their own");
         for (on_idle_cpu, policy) in [(true, libc::SCHED_IDLE), (false, libc::SCHED_BATCH)] {
-            let before: Vec<i32> = writers().into_iter().map(|(tid, _)| tid).collect();
+            // Reads of the records come from a pool of their own; its connections (and
+            // their worker threads) are made by the reading thread, at normal priority.
+            let page = portico_core::page::PageRequest { limit: 10, after: None };
+            portico_store::calls::business_keys(&mut *store.read_records().await.unwrap(), "mch_none", None, &page).await.unwrap();
+            let before: Vec<i32> = [threads("portico-records"), threads("sqlx-sqlite-wor")].concat().into_iter().map(|(tid, _)| tid).collect();
             let recorder = Recorder::start(store.clone(), on_idle_cpu);
-            let mut seen = None;
-            for _ in 0..200 {
-                seen = writers().into_iter().find(|(tid, _)| !before.contains(tid)).map(|(_, p)| p);
-                if seen == Some(policy) {
+            let merchant = portico_core::id::new_id("mch");
+            recorder.record(Record::BusinessKey(BusinessKeyRecord {
+                id: portico_core::id::new_id("bk"),
+                merchant_id: merchant.clone(),
+                app_id: "app_1".into(),
+                api: "order.create@1.0".into(),
+                business_key: "order-1".into(),
+                trace_id: "trace-1".into(),
+                at: 1,
+            }));
+            let mut found = Vec::new();
+            for _ in 0..500 {
+                let mut conn = store.read_records().await.unwrap();
+                found = portico_store::calls::business_keys(&mut conn, &merchant, None, &page).await.unwrap();
+                if !found.is_empty() {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            assert_eq!(seen, Some(policy), "on_idle_cpu = {on_idle_cpu}");
+            assert_eq!(found.len(), 1, "the record arrives");
+            let new = |prefix| threads(prefix).into_iter().filter(|(tid, p)| !before.contains(tid) && *p != libc::SCHED_OTHER).map(|(_, p)| p).collect::<Vec<_>>();
+            assert_eq!(new("portico-records"), [policy], "the writer, on_idle_cpu = {on_idle_cpu}");
+            assert_eq!(new("sqlx-sqlite-wor"), [policy], "its connection's worker, on_idle_cpu = {on_idle_cpu}");
             drop(recorder);
+            // The writer's thread and connection end with the last Recorder.
+            for _ in 0..500 {
+                if new("portico-records").is_empty() && new("sqlx-sqlite-wor").is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
     }
 

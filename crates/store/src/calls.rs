@@ -15,9 +15,9 @@
 use std::collections::BTreeMap;
 
 use portico_core::{id::new_id, page::PageRequest, trace, Error, FastMap};
-use sqlx::{any::AnyRow, AnyConnection};
+use sqlx::{any::AnyRow, AnyConnection, AnyPool};
 
-use crate::{col, DbResult, Engine, Store};
+use crate::{col, DbResult, Engine};
 
 /// A call's record. Read back with owned strings; the writer may hand in borrowed ones
 /// (`CallRecord<&str>`, or `Cow`), so a batch need not copy names it already holds.
@@ -56,14 +56,21 @@ const SEGMENT_SPAN_MS: i64 = 60_000;
 /// A trace id's millisecond counts for its call when within this of the call's start.
 const TRACE_SLACK_MS: i64 = 1_000;
 
+/// Writes call records and business keys to the records' database ([`crate::Store::records_writer`]).
+#[derive(Debug)]
+pub struct Writer {
+    pub(crate) pool: AnyPool,
+    pub(crate) engine: Engine,
+}
+
 /// Writes a batch of records in one transaction: all of it or none.
-pub async fn write<S: AsRef<str>>(store: &Store, calls: &[CallRecord<S>], keys: &[BusinessKeyRecord]) -> Result<(), Error> {
-    Packed::new(calls).write(store, keys).await
+pub async fn write<S: AsRef<str>>(writer: &Writer, calls: &[CallRecord<S>], keys: &[BusinessKeyRecord]) -> Result<(), Error> {
+    Packed::new(calls).write(writer, keys).await
 }
 
 /// Calls packed into their segments, ready to insert: the CPU work of a batch, done
 /// before a connection is taken (the gateway's writer packs on spare CPU, and the
-/// database's single SQLite writer is not held while it does).
+/// records' connection is not held while it does).
 #[derive(Debug, Default)]
 pub struct Packed {
     segments: Vec<Sealed>,
@@ -125,9 +132,9 @@ impl Packed {
     }
 
     /// Inserts the segments and `keys` in one transaction.
-    pub async fn write(&self, store: &Store, keys: &[BusinessKeyRecord]) -> Result<(), Error> {
-        let mut tx = store.begin().await?;
-        self.insert(&mut tx, store.engine()).await?;
+    pub async fn write(&self, writer: &Writer, keys: &[BusinessKeyRecord]) -> Result<(), Error> {
+        let mut tx = writer.pool.begin().await.db()?;
+        self.insert(&mut tx, writer.engine).await?;
         for k in keys {
             sqlx::query("INSERT INTO business_keys (id, merchant_id, app_id, api, business_key, trace_id, at) VALUES ($1,$2,$3,$4,$5,$6,$7)")
                 .bind(&k.id)

@@ -40,15 +40,32 @@ pub enum Engine {
 /// The platform's database. On SQLite, writes go through a pool of one connection so
 /// that writers queue in the process instead of failing with `SQLITE_BUSY`; reads use
 /// their own pool (WAL lets them run beside the writer). On PostgreSQL both are one pool.
+///
+/// The gateway's call records and business keys (`calls`) have a database of their own
+/// on SQLite: a file beside the main one (`portico.db` → `portico-records.db`, see
+/// [`records_url`]), written by the gateway's record writer alone through a connection of
+/// its own ([`Store::records_writer`]). Its inserts, tens of thousands of calls a second
+/// packed in a few rows, then run on the record writer's spare-CPU thread without ever
+/// holding the write lock of the database every other write needs. On PostgreSQL (and an
+/// SQLite database in memory) the records share the main database.
 #[derive(Clone, Debug)]
 pub struct Store {
     writer: AnyPool,
     reader: AnyPool,
     engine: Engine,
+    records: Records,
+}
+
+#[derive(Clone, Debug)]
+struct Records {
+    /// How the record writer connects: to the records' file, or to the main database.
+    writer: AnyConnectOptions,
+    /// Reads: the records' own pool, or the main reader.
+    reader: AnyPool,
 }
 
 impl Store {
-    /// Connects to `url` and runs pending migrations.
+    /// Connects to `url` and runs pending migrations (the records' database first).
     pub async fn open(url: &str, max_connections: u32) -> Result<Store, Error> {
         sqlx::any::install_default_drivers();
         let engine = if url.starts_with("sqlite:") {
@@ -58,41 +75,42 @@ impl Store {
         } else {
             return Err(Error::validation("database.url", "must start with sqlite: or postgres:"));
         };
-        let options = AnyConnectOptions::from_str(url)
-            .map_err(|e| Error::validation("database.url", e.to_string()))?
-            .disable_statement_logging();
-        let pool = |max: u32| {
-            AnyPoolOptions::new()
-                .max_connections(max)
-                .acquire_timeout(Duration::from_secs(5))
-                .after_connect(move |conn, _| {
-                    Box::pin(async move {
-                        if engine == Engine::Sqlite {
-                            conn.execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
-                                 PRAGMA cache_size = -16384; PRAGMA mmap_size = 268435456; PRAGMA temp_store = MEMORY;",
-                            )
-                            .await?;
-                        }
-                        Ok(())
-                    })
-                })
-                .connect_with(options.clone())
+        let options = connect_options(url)?;
+        let pool = |max: u32| pool_options(engine, max).connect_with(options.clone());
+        let records_apart = match engine {
+            Engine::Sqlite => records_url(url),
+            Engine::Postgres => None,
         };
-        let (writer, reader) = match engine {
-            Engine::Sqlite => {
+        let (writer, reader, records) = match (engine, records_apart) {
+            (Engine::Sqlite, Some(records_url)) => {
+                let records_options = connect_options(&records_url)?;
+                let records_writer = pool_options(engine, 1).connect_with(records_options.clone()).await.map_err(connect_error)?;
+                migrate::run(&records_writer, engine, migrate::Database::Records).await?;
+                records_writer.close().await;
+                let filename = sqlx::sqlite::SqliteConnectOptions::from_str(&records_url)
+                    .map_err(|e| Error::validation("database.url", e.to_string()))?
+                    .get_filename()
+                    .to_string_lossy()
+                    .into_owned();
                 let writer = pool(1).await.map_err(connect_error)?;
-                migrate::run(&writer, engine).await?;
-                (writer, pool(max_connections.max(2)).await.map_err(connect_error)?)
+                migrate::run(&writer, engine, migrate::Database::Main { records_file: Some(&filename) }).await?;
+                let reader = pool(max_connections.max(2)).await.map_err(connect_error)?;
+                let records_reader = pool_options(engine, max_connections.clamp(2, 4)).connect_lazy_with(records_options.clone());
+                (writer, reader, Records { writer: records_options, reader: records_reader })
             }
-            Engine::Postgres => {
+            (Engine::Sqlite, None) => {
+                let writer = pool(1).await.map_err(connect_error)?;
+                migrate::run(&writer, engine, migrate::Database::Main { records_file: None }).await?;
+                let reader = pool(max_connections.max(2)).await.map_err(connect_error)?;
+                (writer, reader.clone(), Records { writer: options, reader })
+            }
+            (Engine::Postgres, _) => {
                 let p = pool(max_connections.max(2)).await.map_err(connect_error)?;
-                migrate::run(&p, engine).await?;
-                (p.clone(), p)
+                migrate::run(&p, engine, migrate::Database::Main { records_file: None }).await?;
+                (p.clone(), p.clone(), Records { writer: options, reader: p })
             }
         };
-        Ok(Store { writer, reader, engine })
+        Ok(Store { writer, reader, engine, records })
     }
 
     pub fn engine(&self) -> Engine {
@@ -115,6 +133,19 @@ impl Store {
         self.reader.acquire().await.db()
     }
 
+    /// A connection for reading call records and business keys (`calls`).
+    pub async fn read_records(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, Error> {
+        self.records.reader.acquire().await.db()
+    }
+
+    /// A writer of call records and business keys: one connection of its own to the
+    /// records' database, made when first used by the thread that uses it (on SQLite the
+    /// connection's worker thread is made there, and takes its scheduling class).
+    pub fn records_writer(&self) -> calls::Writer {
+        let pool = pool_options(self.engine, 1).idle_timeout(None).max_lifetime(None).connect_lazy_with(self.records.writer.clone());
+        calls::Writer { pool, engine: self.engine }
+    }
+
     /// Whether the database answers, for `/readyz`.
     pub async fn ping(&self) -> bool {
         match self.reader.acquire().await {
@@ -127,6 +158,7 @@ impl Store {
     pub async fn close(&self) {
         self.writer.close().await;
         self.reader.close().await;
+        self.records.reader.close().await;
     }
 
     /// The versions of the migrations applied, oldest first.
@@ -135,6 +167,55 @@ impl Store {
         let rows = sqlx::query("SELECT version FROM portico_migrations ORDER BY version").fetch_all(&mut *c).await.db()?;
         rows.iter().map(|r| r.try_get::<i64, _>(0)).collect::<Result<_, _>>().db()
     }
+}
+
+fn connect_options(url: &str) -> Result<AnyConnectOptions, Error> {
+    Ok(AnyConnectOptions::from_str(url).map_err(|e| Error::validation("database.url", e.to_string()))?.disable_statement_logging())
+}
+
+/// A pool's settings: its size, and on SQLite the pragmas every connection starts with.
+fn pool_options(engine: Engine, max: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new().max_connections(max).acquire_timeout(Duration::from_secs(5)).after_connect(move |conn, _| {
+        Box::pin(async move {
+            if engine == Engine::Sqlite {
+                conn.execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+                     PRAGMA cache_size = -16384; PRAGMA mmap_size = 268435456; PRAGMA temp_store = MEMORY;",
+                )
+                .await?;
+            }
+            Ok(())
+        })
+    })
+}
+
+/// The records' database beside an SQLite database: the same URL with `-records` added
+/// to the file's name before its extension (`sqlite://data/portico.db?mode=rwc` →
+/// `sqlite://data/portico-records.db?mode=rwc`). `None` for a database in memory, whose
+/// records stay in it.
+pub fn records_url(url: &str) -> Option<String> {
+    let prefix = if url.starts_with("sqlite://") { "sqlite://" } else { url.strip_prefix("sqlite:").map(|_| "sqlite:")? };
+    let rest = &url[prefix.len()..];
+    let (file, params) = match rest.split_once('?') {
+        Some((file, params)) => (file, Some(params)),
+        None => (rest, None),
+    };
+    let in_memory = params.is_some_and(|p| p.split('&').any(|kv| kv == "mode=memory"));
+    let name_at = file.rfind('/').map_or(0, |i| i + 1);
+    if file.is_empty() || file == ":memory:" || in_memory || name_at == file.len() {
+        return None;
+    }
+    let stem_end = match file[name_at..].rfind('.') {
+        Some(dot) if dot > 0 => name_at + dot,
+        _ => file.len(),
+    };
+    let mut out = format!("{prefix}{}-records{}", &file[..stem_end], &file[stem_end..]);
+    if let Some(p) = params {
+        out.push('?');
+        out.push_str(p);
+    }
+    Some(out)
 }
 
 fn connect_error(e: sqlx::Error) -> Error {
@@ -240,4 +321,45 @@ pub(crate) fn values_list(engine: Engine, rows: usize, columns: usize) -> String
 /// Commits a transaction, mapping failures like every other query.
 pub async fn commit(tx: Tx) -> Result<(), Error> {
     tx.commit().await.db()
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::records_url;
+
+    #[test]
+    fn the_records_file_sits_beside_the_database() {
+        for (url, records) in [
+            ("sqlite://data/portico.db?mode=rwc", Some("sqlite://data/portico-records.db?mode=rwc")),
+            ("sqlite:///var/lib/portico/portico.db", Some("sqlite:///var/lib/portico/portico-records.db")),
+            ("sqlite:portico.db", Some("sqlite:portico-records.db")),
+            ("sqlite://./dir.v2/portico", Some("sqlite://./dir.v2/portico-records")),
+            ("sqlite://data/.portico?mode=rwc&cache=private", Some("sqlite://data/.portico-records?mode=rwc&cache=private")),
+            ("sqlite::memory:", None),
+            ("sqlite://:memory:", None),
+            ("sqlite://shared.db?mode=memory&cache=shared", None),
+            ("sqlite://data/", None),
+            ("postgres://localhost/db", None),
+        ] {
+            assert_eq!(records_url(url).as_deref(), records, "{url}");
+        }
+    }
+
+    proptest! {
+        /// Another file in the same folder, with the same parameters.
+        #[test]
+        fn the_records_url_names_another_file_in_the_same_folder(dir in "(/?[a-z.]{1,8}/){0,3}", name in "[a-z.]{1,12}", params in proptest::option::of("[a-z]=[a-z]{1,4}")) {
+            let file = format!("{dir}{name}");
+            let url = match &params { Some(p) => format!("sqlite://{file}?{p}"), None => format!("sqlite://{file}") };
+            let records = records_url(&url).unwrap();
+            let rest = records.strip_prefix("sqlite://").unwrap();
+            let (records_file, records_params) = match rest.split_once('?') { Some((f, p)) => (f, Some(p)), None => (rest, None) };
+            prop_assert_eq!(records_params, params.as_deref());
+            prop_assert_ne!(records_file, file.as_str());
+            prop_assert!(records_file.starts_with(dir.as_str()));
+            prop_assert!(!records_file[dir.len()..].contains('/'));
+        }
+    }
 }

@@ -33,7 +33,7 @@ fn minted(ms: i64) -> String {
 }
 
 async fn page(store: &Store, merchant: Option<&str>, trace: Option<&str>, limit: u32, after: Option<String>) -> Vec<CallRecord> {
-    let mut conn = store.read().await.unwrap();
+    let mut conn = store.read_records().await.unwrap();
     calls::calls(&mut conn, merchant, trace, &PageRequest { limit, after }).await.unwrap()
 }
 
@@ -55,6 +55,7 @@ async fn walk(store: &Store, merchant: Option<&str>, limit: u32) -> Vec<String> 
 
 async fn segments_read_back(store: Store, fresh: bool) {
     let (a, b) = (new_id("mch"), new_id("mch"));
+    let writer = store.records_writer();
     let now = now_ms();
     // Three batches; merchant a's calls also span more than a segment holds (4,096) and
     // more than a segment's minute of start times.
@@ -75,7 +76,7 @@ async fn segments_read_back(store: Store, fresh: bool) {
         rows.push(call(&b, now, "client-trace-0001".into()));
         written_a.extend(rows.iter().filter(|c| c.merchant_id.as_deref() == Some(a.as_str())).map(|c| c.id.clone()));
         written_b.extend(rows.iter().filter(|c| c.merchant_id.as_deref() == Some(b.as_str())).map(|c| c.id.clone()));
-        calls::write(&store, &rows, &[]).await.unwrap();
+        calls::write(&writer, &rows, &[]).await.unwrap();
     }
     written_a.sort_unstable_by(|x, y| y.cmp(x));
     written_b.sort_unstable_by(|x, y| y.cmp(x));

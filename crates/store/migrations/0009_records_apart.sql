@@ -1,0 +1,4 @@
+-- On SQLite the call records and business keys move to a database file of their own
+-- (Store in lib.rs tells why): call_segments, call_traces and business_keys are copied
+-- into it and dropped here, by a step in code (migrate::move_records). On PostgreSQL the
+-- records stay where they are, and this migration changes nothing.
