@@ -77,38 +77,41 @@ impl Store {
         };
         let options = connect_options(url)?;
         let pool = |max: u32| pool_options(engine, max).connect_with(options.clone());
-        let records_apart = match engine {
+        let records_url = match engine {
             Engine::Sqlite => records_url(url),
             Engine::Postgres => None,
         };
-        let (writer, reader, records) = match (engine, records_apart) {
-            (Engine::Sqlite, Some(records_url)) => {
-                let records_options = connect_options(&records_url)?;
-                let records_writer = pool_options(engine, 1).connect_with(records_options.clone()).await.map_err(connect_error)?;
-                migrate::run(&records_writer, engine, migrate::Database::Records).await?;
-                records_writer.close().await;
-                let filename = sqlx::sqlite::SqliteConnectOptions::from_str(&records_url)
-                    .map_err(|e| Error::validation("database.url", e.to_string()))?
-                    .get_filename()
-                    .to_string_lossy()
-                    .into_owned();
-                let writer = pool(1).await.map_err(connect_error)?;
-                migrate::run(&writer, engine, migrate::Database::Main { records_file: Some(&filename) }).await?;
-                let reader = pool(max_connections.max(2)).await.map_err(connect_error)?;
-                let records_reader = pool_options(engine, max_connections.clamp(2, 4)).connect_lazy_with(records_options.clone());
-                (writer, reader, Records { writer: records_options, reader: records_reader })
+        // The records' own file is migrated first: the main database's migration 9 moves
+        // the records it held into it.
+        let records_file = match &records_url {
+            Some(records_url) => {
+                let records = pool_options(engine, 1).connect_with(connect_options(records_url)?).await.map_err(connect_error)?;
+                migrate::run(&records, engine, migrate::Database::Records).await?;
+                records.close().await;
+                let options = sqlx::sqlite::SqliteConnectOptions::from_str(records_url).map_err(|e| Error::validation("database.url", e.to_string()))?;
+                Some(options.get_filename().to_string_lossy().into_owned())
             }
-            (Engine::Sqlite, None) => {
+            None => None,
+        };
+        let main = migrate::Database::Main { records_file: records_file.as_deref() };
+        let (writer, reader) = match engine {
+            Engine::Sqlite => {
                 let writer = pool(1).await.map_err(connect_error)?;
-                migrate::run(&writer, engine, migrate::Database::Main { records_file: None }).await?;
-                let reader = pool(max_connections.max(2)).await.map_err(connect_error)?;
-                (writer, reader.clone(), Records { writer: options, reader })
+                migrate::run(&writer, engine, main).await?;
+                (writer, pool(max_connections.max(2)).await.map_err(connect_error)?)
             }
-            (Engine::Postgres, _) => {
+            Engine::Postgres => {
                 let p = pool(max_connections.max(2)).await.map_err(connect_error)?;
-                migrate::run(&p, engine, migrate::Database::Main { records_file: None }).await?;
-                (p.clone(), p.clone(), Records { writer: options, reader: p })
+                migrate::run(&p, engine, main).await?;
+                (p.clone(), p)
             }
+        };
+        let records = match records_url {
+            Some(records_url) => {
+                let options = connect_options(&records_url)?;
+                Records { reader: pool_options(engine, max_connections.clamp(2, 4)).connect_lazy_with(options.clone()), writer: options }
+            }
+            None => Records { writer: options, reader: reader.clone() },
         };
         Ok(Store { writer, reader, engine, records })
     }
