@@ -102,6 +102,8 @@ impl Recorder {
     /// `on_idle_cpu`: the thread runs on CPU time nothing else wants (see [`yield_to_calls`]).
     pub fn start(store: Store, on_idle_cpu: bool) -> Recorder {
         let (queue, mut rx) = mpsc::channel::<Record>(CAPACITY);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let lost = dropped.clone();
         let writer = async move {
             // Its connection is made here, on first use: on SQLite the connection's
             // worker thread, which runs the inserts, is made by this thread and takes
@@ -132,10 +134,12 @@ impl Recorder {
                     }
                 }
                 let batch = Packed::new(&facts.iter().map(CallFacts::record).collect::<Vec<_>>());
-                facts.clear();
                 if let Err(e) = batch.write(&db, &keys).await {
-                    tracing::warn!(error = %e, "could not write a batch of call records; dropped");
+                    let n = facts.len() + keys.len();
+                    lost.fetch_add(n as u64, Ordering::Relaxed);
+                    tracing::warn!(error = %e, records = n, "could not write a batch of call records; dropped");
                 }
+                facts.clear();
                 keys.clear();
             }
         };
@@ -147,7 +151,7 @@ impl Recorder {
                 runtime.block_on(writer)
             })
             .expect("the call-record writer's thread");
-        Recorder { queue, dropped: Arc::new(AtomicU64::new(0)) }
+        Recorder { queue, dropped }
     }
 
     /// Queues a record without ever waiting.
@@ -160,7 +164,7 @@ impl Recorder {
         }
     }
 
-    /// Records dropped because the channel was full.
+    /// Records dropped: the channel was full, or their batch could not be written.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -221,6 +225,9 @@ mod tests {
 
     use super::*;
 
+    /// Held by the tests that start a writer: one of them counts the threads that appear.
+    static WRITERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     /// The threads of this process whose names start with `prefix`: (id, scheduling policy).
     #[cfg(target_os = "linux")]
     fn threads(prefix: &str) -> Vec<(i32, i32)> {
@@ -241,6 +248,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn the_writer_and_its_inserts_run_on_idle_cpu_unless_told_otherwise() {
+        let _one_at_a_time = WRITERS.lock().await;
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()), 2).await.unwrap();
         assert!(dir.path().join("t-records.db").exists(), "the records have a file of their own");
@@ -283,6 +291,53 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
+    }
+
+    /// A batch the database refuses is dropped and counted, and the writer goes on.
+    #[tokio::test]
+    async fn records_that_cannot_be_written_count_as_dropped() {
+        let _one_at_a_time = WRITERS.lock().await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()), 2).await.unwrap();
+        let recorder = Recorder::start(store.clone(), true);
+        let key = |merchant: &str| {
+            Record::BusinessKey(BusinessKeyRecord {
+                id: portico_core::id::new_id("bk"),
+                merchant_id: merchant.into(),
+                app_id: "app_1".into(),
+                api: "order.create@1.0".into(),
+                business_key: "order-1".into(),
+                trace_id: "trace-1".into(),
+                at: 1,
+            })
+        };
+        // The records' table gone from under the writer: its inserts fail.
+        let mut conn = store.read_records().await.unwrap();
+        sqlx::query("ALTER TABLE business_keys RENAME TO business_keys_away").execute(&mut *conn).await.unwrap();
+        recorder.record(key("mch_a"));
+        recorder.record(key("mch_a"));
+        for _ in 0..500 {
+            if recorder.dropped() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(recorder.dropped(), 2);
+        // Back in place, the next batch is written.
+        sqlx::query("ALTER TABLE business_keys_away RENAME TO business_keys").execute(&mut *conn).await.unwrap();
+        drop(conn);
+        recorder.record(key("mch_b"));
+        let page = portico_core::page::PageRequest { limit: 10, after: None };
+        let mut found = Vec::new();
+        for _ in 0..500 {
+            found = portico_store::calls::business_keys(&mut *store.read_records().await.unwrap(), "mch_b", None, &page).await.unwrap();
+            if !found.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(found.len(), 1);
+        assert_eq!(recorder.dropped(), 2);
     }
 
     proptest! {
