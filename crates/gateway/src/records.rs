@@ -256,7 +256,7 @@ mod tests {
             // Reads of the records come from a pool of their own; its connections (and
             // their worker threads) are made by the reading thread, at normal priority.
             let page = portico_core::page::PageRequest { limit: 10, after: None };
-            portico_store::calls::business_keys(&mut *store.read_records().await.unwrap(), "mch_none", None, &page).await.unwrap();
+            portico_store::calls::business_keys(&mut store.read_records().await.unwrap(), "mch_none", None, &page).await.unwrap();
             let before: Vec<i32> = [threads("portico-records"), threads("sqlx-sqlite-wor")].concat().into_iter().map(|(tid, _)| tid).collect();
             let recorder = Recorder::start(store.clone(), on_idle_cpu);
             let merchant = portico_core::id::new_id("mch");
@@ -330,7 +330,7 @@ mod tests {
         let page = portico_core::page::PageRequest { limit: 10, after: None };
         let mut found = Vec::new();
         for _ in 0..500 {
-            found = portico_store::calls::business_keys(&mut *store.read_records().await.unwrap(), "mch_b", None, &page).await.unwrap();
+            found = portico_store::calls::business_keys(&mut store.read_records().await.unwrap(), "mch_b", None, &page).await.unwrap();
             if !found.is_empty() {
                 break;
             }
