@@ -18,7 +18,7 @@ use std::{
 
 use portico_core::id::new_id_at;
 use portico_store::{
-    calls::{BusinessKeyRecord, CallRecord, Packed},
+    calls::{self, BusinessKeyRecord, CallRecord},
     Store,
 };
 use tokio::sync::mpsc;
@@ -133,8 +133,8 @@ impl Recorder {
                         break;
                     }
                 }
-                let batch = Packed::new(&facts.iter().map(CallFacts::record).collect::<Vec<_>>());
-                if let Err(e) = batch.write(&db, &keys).await {
+                let rows: Vec<_> = facts.iter().map(CallFacts::record).collect();
+                if let Err(e) = calls::write(&db, &rows, &keys).await {
                     let n = facts.len() + keys.len();
                     lost.fetch_add(n as u64, Ordering::Relaxed);
                     tracing::warn!(error = %e, records = n, "could not write a batch of call records; dropped");

@@ -63,16 +63,31 @@ pub struct Writer {
     pub(crate) engine: Engine,
 }
 
-/// Writes a batch of records in one transaction: all of it or none.
+/// Writes a batch of records in one transaction: all of it or none. The calls are packed
+/// into their segments (the CPU work) before the transaction opens.
 pub async fn write<S: AsRef<str>>(writer: &Writer, calls: &[CallRecord<S>], keys: &[BusinessKeyRecord]) -> Result<(), Error> {
-    Packed::new(calls).write(writer, keys).await
+    let packed = Packed::new(calls);
+    let mut tx = writer.pool.begin().await.db()?;
+    packed.insert(&mut tx, writer.engine).await?;
+    for k in keys {
+        sqlx::query("INSERT INTO business_keys (id, merchant_id, app_id, api, business_key, trace_id, at) VALUES ($1,$2,$3,$4,$5,$6,$7)")
+            .bind(&k.id)
+            .bind(&k.merchant_id)
+            .bind(&k.app_id)
+            .bind(&k.api)
+            .bind(&k.business_key)
+            .bind(&k.trace_id)
+            .bind(k.at)
+            .execute(&mut *tx)
+            .await
+            .db()?;
+    }
+    crate::commit(tx).await
 }
 
-/// Calls packed into their segments, ready to insert: the CPU work of a batch, done
-/// before a connection is taken (the gateway's writer packs on spare CPU, and the
-/// records' connection is not held while it does).
+/// Calls packed into their segments, ready to insert.
 #[derive(Debug, Default)]
-pub struct Packed {
+struct Packed {
     segments: Vec<Sealed>,
     /// Calls whose trace id does not tell its time: (trace id, segment id).
     traces: Vec<(String, String)>,
@@ -93,7 +108,7 @@ struct Sealed {
 impl Packed {
     /// Packs calls into segments: grouped by merchant, ordered by start time, cut at
     /// `SEGMENT_CALLS` calls or `SEGMENT_SPAN_MS` of start times.
-    pub fn new<S: AsRef<str>>(calls: &[CallRecord<S>]) -> Packed {
+    fn new<S: AsRef<str>>(calls: &[CallRecord<S>]) -> Packed {
         let mut by_merchant: BTreeMap<Option<&str>, Vec<&CallRecord<S>>> = BTreeMap::new();
         for c in calls {
             by_merchant.entry(c.merchant_id.as_ref().map(AsRef::as_ref)).or_default().push(c);
@@ -129,26 +144,6 @@ impl Packed {
             }
         }
         packed
-    }
-
-    /// Inserts the segments and `keys` in one transaction.
-    pub async fn write(&self, writer: &Writer, keys: &[BusinessKeyRecord]) -> Result<(), Error> {
-        let mut tx = writer.pool.begin().await.db()?;
-        self.insert(&mut tx, writer.engine).await?;
-        for k in keys {
-            sqlx::query("INSERT INTO business_keys (id, merchant_id, app_id, api, business_key, trace_id, at) VALUES ($1,$2,$3,$4,$5,$6,$7)")
-                .bind(&k.id)
-                .bind(&k.merchant_id)
-                .bind(&k.app_id)
-                .bind(&k.api)
-                .bind(&k.business_key)
-                .bind(&k.trace_id)
-                .bind(k.at)
-                .execute(&mut *tx)
-                .await
-                .db()?;
-        }
-        crate::commit(tx).await
     }
 
     async fn insert(&self, conn: &mut AnyConnection, engine: Engine) -> Result<(), Error> {

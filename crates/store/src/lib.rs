@@ -77,23 +77,25 @@ impl Store {
         };
         let options = connect_options(url)?;
         let pool = |max: u32| pool_options(engine, max).connect_with(options.clone());
-        let records_url = match engine {
+        // On SQLite the records' own file: its URL, connection options and file name.
+        let records = match engine {
             Engine::Sqlite => records_url(url),
             Engine::Postgres => None,
-        };
-        // The records' own file is migrated first: the main database's migration 9 moves
-        // the records it held into it.
-        let records_file = match &records_url {
-            Some(records_url) => {
-                let records = pool_options(engine, 1).connect_with(connect_options(records_url)?).await.map_err(connect_error)?;
-                migrate::run(&records, engine, migrate::Database::Records).await?;
-                records.close().await;
-                let options = sqlx::sqlite::SqliteConnectOptions::from_str(records_url).map_err(|e| Error::validation("database.url", e.to_string()))?;
-                Some(options.get_filename().to_string_lossy().into_owned())
-            }
-            None => None,
-        };
-        let main = migrate::Database::Main { records_file: records_file.as_deref() };
+        }
+        .map(|records_url| {
+            let file = sqlx::sqlite::SqliteConnectOptions::from_str(&records_url).map_err(|e| Error::validation("database.url", e.to_string()))?;
+            Ok::<_, Error>((connect_options(&records_url)?, file.get_filename().to_string_lossy().into_owned()))
+        })
+        .transpose()?;
+        // It is migrated first: the main database's migration 9 moves the records it held
+        // into it.
+        if let Some((records_options, _)) = &records {
+            let pool = pool_options(engine, 1).connect_with(records_options.clone()).await.map_err(connect_error)?;
+            migrate::run(&pool, engine, migrate::Database::Records).await?;
+            pool.close().await;
+        }
+        let records_file = records.as_ref().map(|(_, file)| file.as_str());
+        let main = migrate::Database::Main { records_file };
         let (writer, reader) = match engine {
             Engine::Sqlite => {
                 let writer = pool(1).await.map_err(connect_error)?;
@@ -106,10 +108,9 @@ impl Store {
                 (p.clone(), p)
             }
         };
-        let records = match records_url {
-            Some(records_url) => {
-                let options = connect_options(&records_url)?;
-                Records { reader: pool_options(engine, max_connections.clamp(2, 4)).connect_lazy_with(options.clone()), writer: options }
+        let records = match records {
+            Some((records_options, _)) => {
+                Records { reader: pool_options(engine, max_connections.clamp(2, 4)).connect_lazy_with(records_options.clone()), writer: records_options }
             }
             None => Records { writer: options, reader: reader.clone() },
         };
