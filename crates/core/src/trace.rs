@@ -21,8 +21,13 @@ pub fn current() -> Option<String> {
 /// The clock part lets a call be found by its trace id among the call records of that
 /// moment, without an index of every trace id (`minted_at`, store's `calls`).
 pub fn new_trace_id() -> String {
+    new_trace_id_at(crate::time::now_ms())
+}
+
+/// A new trace id for a call that arrived at `ms` (milliseconds since the epoch).
+pub fn new_trace_id_at(ms: i64) -> String {
     let mut b = [0u8; 16];
-    let ms = (crate::time::now_ms() as u64).to_be_bytes();
+    let ms = (ms as u64).to_be_bytes();
     b[..6].copy_from_slice(&ms[2..]);
     rand::thread_rng().fill_bytes(&mut b[6..]);
     crate::id::hex(&b)
@@ -47,7 +52,12 @@ pub fn acceptable(s: &str) -> bool {
 /// The trace id for a request: the one it carries in `x-trace-id` when acceptable, else
 /// a new one.
 pub fn incoming_or_new(header: Option<&[u8]>) -> String {
-    header.and_then(|v| std::str::from_utf8(v).ok()).filter(|s| acceptable(s)).map_or_else(new_trace_id, str::to_string)
+    incoming_or_new_at(header, crate::time::now_ms())
+}
+
+/// [`incoming_or_new`] for a call that arrived at `ms`.
+pub fn incoming_or_new_at(header: Option<&[u8]>, ms: i64) -> String {
+    header.and_then(|v| std::str::from_utf8(v).ok()).filter(|s| acceptable(s)).map_or_else(|| new_trace_id_at(ms), str::to_string)
 }
 
 /// Runs `f` with `trace_id` as the current trace id (for listeners outside the router).

@@ -5,7 +5,10 @@
 //!
 //! Everything here works on bytes already read; the callers own the sockets.
 
-use std::{cell::RefCell, time::SystemTime};
+use std::{
+    cell::RefCell,
+    time::{Duration, SystemTime},
+};
 
 use axum::http::{HeaderMap, StatusCode};
 
@@ -154,15 +157,29 @@ pub fn write_date(out: &mut Vec<u8>) {
     thread_local! {
         static CACHE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
     }
-    let now = SystemTime::now();
-    let secs = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = unix_secs();
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         if c.0 != secs {
-            *c = (secs, httpdate::fmt_http_date(now));
+            *c = (secs, httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)));
         }
         write_header(out, b"date", c.1.as_bytes());
     })
+}
+
+/// Seconds since the epoch. On Linux from the kernel's coarse clock, which is a few
+/// nanoseconds to read instead of tens and behind by at most a scheduler tick: plenty
+/// for a header that names the second.
+fn unix_secs() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+        if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } == 0 {
+            return ts.tv_sec.max(0) as u64;
+        }
+    }
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Appends a status line (`HTTP/1.1 200 OK`).

@@ -65,8 +65,8 @@ impl Limits {
     /// gateway down with it.
     ///
     /// The key is given in parts (`["app:", app_id]`), joined without an allocation per
-    /// call in memory.
-    pub async fn check(&self, key: &[&str], rate: u64) -> Decision {
+    /// call in memory. `at` is the call's time (in memory; Redis keeps its own clock).
+    pub async fn check(&self, key: &[&str], rate: u64, at: Instant) -> Decision {
         match self {
             Limits::Memory(m) => {
                 thread_local! {
@@ -76,7 +76,7 @@ impl Limits {
                     let mut k = k.borrow_mut();
                     k.clear();
                     key.iter().for_each(|part| k.push_str(part));
-                    m.check(&k, rate)
+                    m.check(&k, rate, at)
                 })
             }
             Limits::Redis { conn, script } => {
@@ -146,9 +146,9 @@ impl RateLimiter {
         e.1
     }
 
-    /// One request against `rate` per second with a burst of `rate` (at least 1).
-    pub fn check(&self, key: &str, rate: u64) -> Decision {
-        self.check_at(key, rate, self.epoch.elapsed().as_nanos() as u64)
+    /// One request at `at` against `rate` per second with a burst of `rate` (at least 1).
+    pub fn check(&self, key: &str, rate: u64, at: Instant) -> Decision {
+        self.check_at(key, rate, at.saturating_duration_since(self.epoch).as_nanos() as u64)
     }
 
     fn check_at(&self, key: &str, rate: u64, now: u64) -> Decision {

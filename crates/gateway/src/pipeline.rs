@@ -2,7 +2,7 @@
 //! signature scheme) → app and merchant active → IP allowlist → grant → end-user token
 //! when the API needs one → rate limits → forward → envelope → record.
 
-use std::{borrow::Cow, net::SocketAddr, sync::Arc, time::Instant};
+use std::{borrow::Cow, net::SocketAddr, pin::Pin, sync::Arc, time::Instant};
 
 use axum::{
     body::Body,
@@ -16,6 +16,7 @@ use portico_core::{http::ApiError, id::new_id, time::now_ms, Code};
 use portico_signing::header as sig_header;
 use portico_store::calls::BusinessKeyRecord;
 use serde_json::Value;
+use tokio::time::Sleep;
 
 use portico_oauth::TokenInfo;
 use portico_signing::identity::{Identity, PREFIX};
@@ -44,6 +45,13 @@ pub struct Inbound<'a> {
     pub headers: &'a [(&'a str, &'a [u8])],
     pub body: Bytes,
     pub peer: SocketAddr,
+    pub trace_id: &'a str,
+    /// When the call arrived (its head and body read), on the monotonic clock and in
+    /// milliseconds since the epoch: read once for everything that asks the time of the
+    /// call (trace id, token expiry, rate limits, identity timestamp, quotas, business
+    /// keys, pooled connections' age, the upstream deadline, latency).
+    pub arrived: Instant,
+    pub at: i64,
 }
 
 impl Inbound<'_> {
@@ -108,16 +116,22 @@ pub async fn serve_request(gw: Gateway, peer: SocketAddr, req: Request) -> Respo
     };
     let headers: Vec<(&str, &[u8])> = parts.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())).collect();
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    serve(&gw, Inbound { method: parts.method.clone(), target, headers: &headers, body, peer }).await.into_response()
+    let trace_id = portico_core::trace::current().unwrap_or_else(portico_core::trace::new_trace_id);
+    let call = Inbound { method: parts.method.clone(), target, headers: &headers, body, peer, trace_id: &trace_id, arrived: Instant::now(), at: now_ms() };
+    // Set to the upstream deadline before it is polled.
+    let timer = tokio::time::sleep(BODY_READ_TIMEOUT);
+    tokio::pin!(timer);
+    serve(&gw, call, timer).await.into_response()
 }
 
-/// One call, start to finish, record included.
-pub async fn serve(gw: &Gateway, req: Inbound<'_>) -> Reply {
-    let trace_id = portico_core::trace::current().unwrap_or_else(portico_core::trace::new_trace_id);
+/// One call, start to finish, record included. `timer` is the connection's, free for
+/// the call's upstream deadline.
+pub async fn serve(gw: &Gateway, req: Inbound<'_>, timer: Pin<&mut Sleep>) -> Reply {
+    let trace_id = req.trace_id;
     let bytes_in = req.body.len();
     let snap = gw.snapshot();
-    let mut call = Call { started: Instant::now(), at: now_ms(), app: None, api: None, bytes_out: 0, code: 0 };
-    let reply = match gw.process(&snap, &req, &trace_id, &mut call).await {
+    let mut call = Call { started: req.arrived, at: req.at, app: None, api: None, bytes_out: 0, code: 0 };
+    let reply = match gw.process(&snap, &req, trace_id, &mut call, timer).await {
         Ok(r) => r,
         Err(e) => {
             call.code = e.code.as_u32() as i64;
@@ -126,7 +140,7 @@ pub async fn serve(gw: &Gateway, req: Inbound<'_>) -> Reply {
     };
     gw.recorder().record(Record::Call(CallFacts {
         at: call.at,
-        trace_id,
+        trace_id: trace_id.to_string(),
         app: call.app,
         api: call.api,
         status: reply.status.as_u16(),
@@ -151,8 +165,7 @@ struct EnvelopeProbe<'a> {
 
 /// What the record of a call needs to know, filled in as the pipeline learns it.
 struct Call {
-    /// When the call arrived, read once for everything that asks the time of the call
-    /// (identity timestamp, quotas, business keys, the upstream deadline, latency).
+    /// When the call arrived ([`Inbound::arrived`], [`Inbound::at`]).
     started: Instant,
     at: i64,
     app: Option<Arc<AppEntry>>,
@@ -187,7 +200,7 @@ fn refuse(code: Code, msg: impl Into<String>) -> ApiError {
 }
 
 impl Gateway {
-    async fn process(&self, snap: &Snapshot, req: &Inbound<'_>, trace_id: &str, call: &mut Call) -> Result<Reply, ApiError> {
+    async fn process(&self, snap: &Snapshot, req: &Inbound<'_>, trace_id: &str, call: &mut Call, timer: Pin<&mut Sleep>) -> Result<Reply, ApiError> {
         // Route.
         let (path, query) = req.target.split_once('?').unwrap_or((req.target, ""));
         let method = &req.method;
@@ -248,10 +261,10 @@ impl Gateway {
         let mut limit_headers = None;
         let app_rate = self.settings().app_rate_limit_per_second;
         if app_rate > 0 {
-            limit_headers = Some(self.limit(&["app:", &app.app_id], app_rate).await?);
+            limit_headers = Some(self.limit(&["app:", &app.app_id], app_rate, call.started).await?);
         }
         if let Some(rate) = api.rate_limit_per_second {
-            limit_headers = Some(self.limit(&["api:", &api.id, ":", &app.app_id], rate).await?);
+            limit_headers = Some(self.limit(&["api:", &api.id, ":", &app.app_id], rate, call.started).await?);
         }
         if let Some(quota) = api.daily_quota {
             if let Some(retry) = self.limiter().over_quota(&format!("{}:{}", api.id, app.app_id), quota).await {
@@ -327,7 +340,7 @@ impl Gateway {
         let up_method = if single_entry { api.method.clone() } else { method.clone() };
         // The answer, body included, must arrive within the API's timeout of the call's arrival.
         let deadline = tokio::time::Instant::from_std(call.started) + api.timeout;
-        let answer = upstream::forward(self.client(), self.health(), &pool, &up_method, &upstream_path, &lines, &upstream_body, deadline).await.map_err(|e| match e {
+        let answer = upstream::forward(self.client(), self.health(), &pool, &up_method, &upstream_path, &lines, &upstream_body, call.started, deadline, timer).await.map_err(|e| match e {
             ForwardError::NoInstance => refuse(Code::UpstreamUnavailable, format!("no healthy instance of {}", api.service)),
             ForwardError::Unreachable(why) => {
                 tracing::warn!(service = %api.service, %why, "upstream unreachable");
@@ -410,7 +423,7 @@ impl Gateway {
         if let Some(auth) = req.header("authorization") {
             let auth = std::str::from_utf8(auth).map_err(|_| refuse(Code::Unauthenticated, "the Authorization header is not text"))?;
             if let Some(token) = auth.strip_prefix("Bearer ") {
-                let info = self.oauth().validate(token.trim()).await?.ok_or_else(|| refuse(Code::Unauthenticated, "the access token is invalid, expired or revoked"))?;
+                let info = self.oauth().validate_at(token.trim(), now_ms).await?.ok_or_else(|| refuse(Code::Unauthenticated, "the access token is invalid, expired or revoked"))?;
                 let app = snap.app(&info.client_id).cloned().ok_or_else(|| refuse(Code::Unauthenticated, "the token's app is unknown"))?;
                 return Ok(Caller { app, token: Some(info), scoped: true });
             }
@@ -428,7 +441,7 @@ impl Gateway {
             // `session` carries an end user's access token, as on Taobao.
             let token = match params.iter().find(|(k, _)| k == "session").map(|(_, v)| v.as_ref()) {
                 Some(s) => {
-                    let info = self.oauth().validate(s).await?.ok_or_else(|| refuse(Code::Unauthenticated, "the session token is invalid, expired or revoked"))?;
+                    let info = self.oauth().validate_at(s, now_ms).await?.ok_or_else(|| refuse(Code::Unauthenticated, "the session token is invalid, expired or revoked"))?;
                     if info.app_id != app.app_id {
                         return Err(refuse(Code::Unauthenticated, "the session token belongs to another app"));
                     }
@@ -441,8 +454,8 @@ impl Gateway {
         Err(refuse(Code::Unauthenticated, "authenticate with a bearer token or a signature"))
     }
 
-    async fn limit(&self, key: &[&str], rate: u64) -> Result<(u64, u64), ApiError> {
-        match self.limiter().check(key, rate).await {
+    async fn limit(&self, key: &[&str], rate: u64, at: Instant) -> Result<(u64, u64), ApiError> {
+        match self.limiter().check(key, rate, at).await {
             Decision::Allow { remaining } => Ok((rate, remaining)),
             Decision::Deny { retry_after } => {
                 let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;

@@ -115,13 +115,18 @@ enum Head {
 }
 
 impl Connection {
-    async fn run(mut self, mut stream: TcpStream) {
+    async fn run(self, mut stream: TcpStream) {
         let mut buf = BytesMut::with_capacity(8 * 1024);
         let mut out: Vec<u8> = Vec::with_capacity(4 * 1024);
         // Offsets of each header's name and value in the head.
         let mut fields: Vec<(Range<usize>, Range<usize>)> = Vec::with_capacity(16);
         let timer = tokio::time::sleep(HEAD_TIMEOUT);
         tokio::pin!(timer);
+        // Registered once for the connection's life rather than once per wait (each
+        // registration takes the channel's lock twice).
+        let mut closing = self.closing.clone();
+        let closed = closing.changed();
+        tokio::pin!(closed);
         loop {
             // A whole head, then a whole body.
             timer.as_mut().reset(Instant::now() + HEAD_TIMEOUT);
@@ -143,7 +148,7 @@ impl Connection {
                         Ok(_) => {}
                     },
                     _ = &mut timer => return,
-                    _ = self.closing.changed(), if idle => return,
+                    _ = &mut closed, if idle => return,
                 }
             };
             if body_len > self.gw.settings().max_body_bytes as u64 {
@@ -170,10 +175,11 @@ impl Connection {
             let Some((method, target)) = request(&head, method, target, &fields, &mut headers) else {
                 return self.refuse(&mut stream, &mut out, ApiError::new(Code::MalformedHttp, "the request line or a header is not valid")).await;
             };
-            let trace_id = trace::incoming_or_new(headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(trace::TRACE_HEADER)).map(|(_, v)| *v));
-            let call = Inbound { method, target, headers: &headers, body, peer: self.peer };
+            let (arrived, at) = (std::time::Instant::now(), portico_core::time::now_ms());
+            let trace_id = trace::incoming_or_new_at(headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(trace::TRACE_HEADER)).map(|(_, v)| *v), at);
+            let call = Inbound { method, target, headers: &headers, body, peer: self.peer, trace_id: &trace_id, arrived, at };
             let reply = trace::scope(trace_id.clone(), async {
-                match AssertUnwindSafe(crate::pipeline::serve(&self.gw, call)).catch_unwind().await {
+                match AssertUnwindSafe(crate::pipeline::serve(&self.gw, call, timer.as_mut())).catch_unwind().await {
                     Ok(r) => r,
                     Err(panic) => Reply::from_response(portico_core::http::panic_response(panic)).await,
                 }

@@ -7,6 +7,7 @@
 //! refused at once until the first ejection ends.
 
 use std::{
+    pin::Pin,
     sync::{atomic::Ordering, Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -165,8 +166,11 @@ enum Exchange {
 impl Client {
     /// Sends one request and reads the whole answer. The request target is `base` (the
     /// instance's base path) followed by `target` (path and query); `lines` are header
-    /// lines (`name: value\r\n` each), without framing headers or `Host`.
-    pub async fn send(&self, authority: &str, method: &Method, base: &str, target: &str, lines: &[u8], body: &[u8]) -> Result<Answer, SendError> {
+    /// lines (`name: value\r\n` each), without framing headers or `Host`. `now` is the
+    /// call's time, read once by the caller: pooled connections' idle time is counted
+    /// from it (a connection put back counts as idle from its call's start, which only
+    /// makes it look older).
+    pub async fn send(&self, authority: &str, method: &Method, base: &str, target: &str, lines: &[u8], body: &[u8], now: Instant) -> Result<Answer, SendError> {
         let mut wire = Vec::with_capacity(512 + if body.len() <= INLINE_BODY { body.len() } else { 0 });
         wire.extend_from_slice(method.as_str().as_bytes());
         wire.push(b' ');
@@ -187,14 +191,14 @@ impl Client {
         };
         let no_body = *method == Method::HEAD;
         loop {
-            let (mut conn, pooled) = match self.take(authority) {
+            let (mut conn, pooled) = match self.take(authority, now) {
                 Some(c) => (c, true),
                 None => (Conn::open(authority).await?, false),
             };
             match conn.exchange(&wire, rest, no_body).await {
                 Ok((answer, reusable)) => {
                     if reusable {
-                        self.put(authority, conn);
+                        self.put(authority, conn, now);
                     }
                     return Ok(answer);
                 }
@@ -205,25 +209,25 @@ impl Client {
         }
     }
 
-    fn take(&self, authority: &str) -> Option<Conn> {
+    fn take(&self, authority: &str, now: Instant) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.get_mut(authority)?;
         while let Some(i) = list.pop() {
-            if i.since.elapsed() < IDLE_FOR {
+            if now.saturating_duration_since(i.since) < IDLE_FOR {
                 return Some(i.conn);
             }
         }
         None
     }
 
-    fn put(&self, authority: &str, conn: Conn) {
+    fn put(&self, authority: &str, conn: Conn, since: Instant) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = match idle.get_mut(authority) {
             Some(l) => l,
             None => idle.entry(authority.to_string()).or_default(),
         };
         if list.len() < MAX_IDLE_PER_INSTANCE {
-            list.push(Idle { conn, since: Instant::now() });
+            list.push(Idle { conn, since });
         }
     }
 
@@ -408,7 +412,7 @@ impl Health {
 pub async fn probe(client: &Client, health: &Health, instances: Vec<Arc<Instance>>) {
     for i in instances {
         let Some(path) = &i.health_path else { continue };
-        match tokio::time::timeout(Duration::from_secs(2), client.send(&i.authority, &Method::GET, &i.base_path, path, &[], &[])).await {
+        match tokio::time::timeout(Duration::from_secs(2), client.send(&i.authority, &Method::GET, &i.base_path, path, &[], &[], Instant::now())).await {
             Ok(Ok(r)) if r.status.is_success() => health.probe_succeeded(&i.id),
             _ => health.probe_failed(&i.id),
         }
@@ -449,7 +453,9 @@ fn candidates<'p>(pool: &'p ServicePool, health: &'p Health) -> impl Iterator<It
 }
 
 /// Sends the request to one instance after another until one answers, all within
-/// `deadline` (the API's timeout, which covers the answer's body too).
+/// `deadline` (the API's timeout, which covers the answer's body too). `timer` is the
+/// caller's, set here to `deadline`: a connection keeps one timer for its heads, bodies
+/// and upstream calls, moved later each time, instead of making and dropping one per call.
 #[allow(clippy::too_many_arguments)]
 pub async fn forward(
     client: &Client,
@@ -459,18 +465,29 @@ pub async fn forward(
     path_and_query: &str,
     lines: &[u8],
     body: &[u8],
+    started: Instant,
     deadline: tokio::time::Instant,
+    mut timer: Pin<&mut tokio::time::Sleep>,
 ) -> Result<Answer, ForwardError> {
+    timer.as_mut().reset(deadline);
     let idempotent = matches!(*method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS);
     let mut last = ForwardError::NoInstance;
     // With no instance out of ejection, `last` stays `NoInstance`.
     for instance in candidates(pool, health).take(3) {
-        match tokio::time::timeout_at(deadline, client.send(&instance.authority, method, &instance.base_path, path_and_query, lines, body)).await {
-            Ok(Ok(answer)) => {
+        let sent = tokio::select! {
+            biased;
+            sent = client.send(&instance.authority, method, &instance.base_path, path_and_query, lines, body, started) => sent,
+            _ = timer.as_mut() => {
+                health.failed(&instance.id);
+                return Err(ForwardError::Timeout);
+            }
+        };
+        match sent {
+            Ok(answer) => {
                 health.succeeded(&instance.id);
                 return Ok(answer);
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 health.failed(&instance.id);
                 // A request that may have reached the service is retried only when
                 // repeating it is harmless.
@@ -483,10 +500,6 @@ pub async fn forward(
                 if !retry {
                     break;
                 }
-            }
-            Err(_) => {
-                health.failed(&instance.id);
-                return Err(ForwardError::Timeout);
             }
         }
     }

@@ -114,6 +114,12 @@ impl OAuth {
     /// Validates an access token: from the cache when possible, else from the database
     /// (and then cached). `None` for unknown, expired, revoked or non-access tokens.
     pub async fn validate(&self, presented: &str) -> Result<Option<Arc<TokenInfo>>, Error> {
+        self.validate_at(presented, now_ms()).await
+    }
+
+    /// [`validate`](Self::validate) at `now` (milliseconds since the epoch): the gateway
+    /// reads the time once per call.
+    pub async fn validate_at(&self, presented: &str, now: i64) -> Result<Option<Arc<TokenInfo>>, Error> {
         let opaque = presented.starts_with(ACCESS_PREFIX) && presented.len() <= 200;
         let jwt = presented.starts_with("eyJ") && presented.len() <= 4096 && presented.matches('.').count() == 2;
         if !opaque && !jwt {
@@ -122,7 +128,6 @@ impl OAuth {
         // Kept as a String only when the cache misses.
         let mut buf = [0u8; 64];
         let digest = token::digest_in(presented, &mut buf);
-        let now = now_ms();
         if let Some(info) = self.cache().get(digest, now) {
             return Ok(Some(info));
         }

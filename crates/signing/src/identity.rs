@@ -5,6 +5,8 @@
 //! `x-portico-user-id`, `x-portico-scope`, `x-portico-environment`, `x-trace-id`,
 //! `x-portico-timestamp` and `x-portico-identity` = base64 HMAC-SHA256 over
 //! `app\nmerchant\ninternal_user\nuser\nscope\nenvironment\ntrace\ntimestamp\n`.
+//! The internal user, end user and scope headers are left out when empty (most calls
+//! have no end user); a missing one reads as empty.
 //! Clients cannot send any `x-portico-*` header through the gateway: they are removed.
 
 use base64::Engine;
@@ -59,16 +61,19 @@ impl<S: AsRef<str>> Identity<S> {
         base64::engine::general_purpose::STANDARD.encode(self.mac(&IdentityKey::new(key)).finalize().into_bytes())
     }
 
-    /// Hands each header to send upstream, signature included, to `f` (name, value).
+    /// Hands each header to send upstream, signature included, to `f` (name, value); the
+    /// optional ones only when not empty.
     pub fn each_header(&self, key: &IdentityKey, mut f: impl FnMut(&'static str, &[u8])) {
         let mut signature = [0u8; SIGNATURE_LEN];
         let written = base64::engine::general_purpose::STANDARD.encode_slice(self.mac(key).finalize().into_bytes(), &mut signature).unwrap_or(0);
         let mut digits = [0u8; 20];
         f("x-portico-app-id", self.app_id.as_ref().as_bytes());
         f("x-portico-merchant-id", self.merchant_id.as_ref().as_bytes());
-        f("x-portico-internal-user-id", self.internal_user_id.as_ref().as_bytes());
-        f("x-portico-user-id", self.user_id.as_ref().as_bytes());
-        f("x-portico-scope", self.scope.as_ref().as_bytes());
+        for (name, value) in [("x-portico-internal-user-id", &self.internal_user_id), ("x-portico-user-id", &self.user_id), ("x-portico-scope", &self.scope)] {
+            if !value.as_ref().is_empty() {
+                f(name, value.as_ref().as_bytes());
+            }
+        }
         f("x-portico-environment", self.environment.as_ref().as_bytes());
         f("x-trace-id", self.trace_id.as_ref().as_bytes());
         f("x-portico-timestamp", decimal(self.timestamp, &mut digits));
@@ -125,6 +130,12 @@ mod tests {
             move |n: &str| h.get(n).cloned()
         };
         assert_eq!(Identity::verify(get(&headers), b"k"), Some(id.clone()));
+        // Empty optional fields are not sent, and read back as empty.
+        assert!(["x-portico-internal-user-id", "x-portico-user-id", "x-portico-scope"].iter().all(|h| !headers.contains_key(*h)));
+        let with_user = Identity { user_id: "usr_1".into(), scope: "order".into(), ..id.clone() };
+        let sent: std::collections::HashMap<String, String> = with_user.headers(b"k").iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        assert_eq!(sent.get("x-portico-user-id").map(String::as_str), Some("usr_1"));
+        assert_eq!(Identity::verify(get(&sent), b"k"), Some(with_user));
         assert_eq!(Identity::verify(get(&headers), b"other key"), None);
         let mut forged = headers.clone();
         forged.insert("x-portico-merchant-id".into(), "mch_2".into());

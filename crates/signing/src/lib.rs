@@ -31,14 +31,21 @@ pub use rsa::{RsaPrivateKey, RsaPublicKey};
 /// headers, the gateway's number headers and call records' addresses write these on every
 /// call).
 pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    // Two digits per division.
+    const PAIRS: &[u8; 200] = b"00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
     let mut start = buf.len();
-    loop {
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        start -= 2;
+        buf[start..start + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        start -= 2;
+        buf[start..start + 2].copy_from_slice(&PAIRS[n as usize * 2..n as usize * 2 + 2]);
+    } else {
         start -= 1;
-        buf[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        buf[start] = b'0' + n as u8;
     }
     &buf[start..]
 }
@@ -209,6 +216,13 @@ mod vectors {
                 Ok(theirs) => proptest::prop_assert_eq!(Some(theirs), ok.then_some(ours)),
                 Err(_) => proptest::prop_assert!(!ok),
             }
+        }
+
+        /// Any number, the shortest and the longest included: its `Display`.
+        #[test]
+        fn decimal_is_display(n in proptest::prop_oneof![proptest::prelude::any::<u64>(), 0u64..1000, proptest::strategy::Just(u64::MAX)]) {
+            let (mut buf, text) = ([0; 20], n.to_string());
+            proptest::prop_assert_eq!(decimal(n, &mut buf), text.as_bytes());
         }
     }
 
