@@ -170,6 +170,7 @@ impl Client {
     /// call's time, read once by the caller: pooled connections' idle time is counted
     /// from it (a connection put back counts as idle from its call's start, which only
     /// makes it look older).
+    #[allow(clippy::too_many_arguments)]
     pub async fn send(&self, authority: &str, method: &Method, base: &str, target: &str, lines: &[u8], body: &[u8], now: Instant) -> Result<Answer, SendError> {
         let mut wire = Vec::with_capacity(512 + if body.len() <= INLINE_BODY { body.len() } else { 0 });
         wire.extend_from_slice(method.as_str().as_bytes());
