@@ -52,12 +52,17 @@ pub fn acceptable(s: &str) -> bool {
 /// The trace id for a request: the one it carries in `x-trace-id` when acceptable, else
 /// a new one.
 pub fn incoming_or_new(header: Option<&[u8]>) -> String {
-    incoming_or_new_at(header, crate::time::now_ms())
+    incoming(header).map_or_else(new_trace_id, str::to_string)
 }
 
 /// [`incoming_or_new`] for a call that arrived at `ms`.
 pub fn incoming_or_new_at(header: Option<&[u8]>, ms: i64) -> String {
-    header.and_then(|v| std::str::from_utf8(v).ok()).filter(|s| acceptable(s)).map_or_else(|| new_trace_id_at(ms), str::to_string)
+    incoming(header).map_or_else(|| new_trace_id_at(ms), str::to_string)
+}
+
+/// The trace id a request brought, when acceptable.
+fn incoming(header: Option<&[u8]>) -> Option<&str> {
+    header.and_then(|v| std::str::from_utf8(v).ok()).filter(|s| acceptable(s))
 }
 
 /// Runs `f` with `trace_id` as the current trace id (for listeners outside the router).
