@@ -7,6 +7,7 @@
 #   WORKERS=2 bench/gateway.sh
 #   PORTICO_BIN=/path/to/portico bench/gateway.sh   # another build of Portico
 #   INSTRUCTIONS=1 bench/gateway.sh  # instructions per call (callgrind), not throughput
+#   COMPARE=/path/to/other/portico bench/gateway.sh   # two builds side by side (below)
 #
 # Portico runs the full pipeline: route, token (or signature) authentication, app and
 # merchant checks, IP allowlist, grant check, rate limit (a limit far above the load, so
@@ -29,7 +30,7 @@ if [[ -n ${PORTICO_BIN:-} ]]; then bin=$PORTICO_BIN; else cargo build --release 
 unset PORTICO_BIN
 work=$(mktemp -d)
 cleanup() {
-  kill "$(cat "$work/pid" 2>/dev/null)" "$(cat "$work/beat.pid" 2>/dev/null)" 2>/dev/null || true
+  kill "$(cat "$work/pid" 2>/dev/null)" "$(cat "$work/pid2" 2>/dev/null)" "$(cat "$work/beat.pid" 2>/dev/null)" 2>/dev/null || true
   NGINX_WORKERS=$WORKERS bash "$baseline" stop "$work/nginx" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -64,7 +65,7 @@ curl -fs http://127.0.0.1:18082/registry/v1/instances -H 'content-type: applicat
   -d '{"id":"bench-1","service":"bench","host":"127.0.0.1","port":9101}' >/dev/null
 # Beat like a registered service does (an instance that misses three beats leaves the
 # rotation, and every later call would be a quick refusal instead of a proxied call).
-(while sleep 10; do curl -fs -X PUT http://127.0.0.1:18082/registry/v1/instances/bench-1/heartbeat >/dev/null || true; done) &
+(while sleep 10; do for p in 18082 28082; do curl -fs -X PUT "http://127.0.0.1:$p/registry/v1/instances/bench-1/heartbeat" >/dev/null 2>&1 || true; done; done) &
 echo $! >"$work/beat.pid"
 token=$(curl -fs -X POST -u "$key:$secret" -d grant_type=client_credentials http://127.0.0.1:18080/oauth2/token | json 'd["access_token"]')
 sleep 1
@@ -112,6 +113,63 @@ if [[ -n ${INSTRUCTIONS:-} ]]; then
   }
   count "bearer token" -H "Authorization: Bearer $token" http://127.0.0.1:18080/api/bench/order
   count "HMAC-signed" "$(signed_url)"
+  exit 0
+fi
+
+if [[ -n ${COMPARE:-} ]]; then
+  # Two builds side by side: this one (A) and $COMPARE (B), each on its own copy of the
+  # same data directory (ports 18080 and 28080), and nginx (N), in short wrk runs in
+  # rotated order (A B N, B N A, N A B), TRIPLES times. On a host whose speed drifts by a
+  # quarter from one 8 s run to the next, runs a few seconds apart pair far better than
+  # two separate runs of this script; the medians of B/A say whether a change moved
+  # anything.
+  pid=$(cat "$work/pid")
+  kill "$pid"
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  cp -r "$work/data" "$work/data2"
+  setsid "$bin" serve >"$work/serve.log" 2>&1 &
+  echo $! >"$work/pid"
+  PORTICO_DATA_DIR="$work/data2" PORTICO_PUBLIC__ADDR=127.0.0.1:28080 PORTICO_CONSOLE__ADDR=127.0.0.1:28081 PORTICO_INTERNAL__ADDR=127.0.0.1:28082 \
+    setsid "$COMPARE" serve >"$work/serve2.log" 2>&1 &
+  echo $! >"$work/pid2"
+  for p in 18081 28081; do for _ in $(seq 100); do curl -fs "http://127.0.0.1:$p/healthz" >/dev/null && break; sleep 0.1; done; done
+  for p in 18082 28082; do
+    curl -fs "http://127.0.0.1:$p/registry/v1/instances" -H 'content-type: application/json' -d '{"id":"bench-1","service":"bench","host":"127.0.0.1","port":9101}' >/dev/null
+  done
+  sleep 1
+  triples() {
+    local label=$1 a=$2 b=$3 i who order out
+    shift 3
+    for p in "$a" "$b"; do curl -fs "$@" "$p" >/dev/null || { echo "$label: a call to $p failed"; exit 1; }; done
+    for i in $(seq "${TRIPLES:-20}"); do
+      case $((i % 3)) in 0) order="A B N" ;; 1) order="B N A" ;; 2) order="N A B" ;; esac
+      for who in $order; do
+        case $who in A) u=$a ;; B) u=$b ;; N) u=http://127.0.0.1:9001/order ;; esac
+        if [[ $who == N ]]; then out=$(wrk -t1 -c64 -d"${COMPARE_SECONDS:-3}s" --latency "$u"); else out=$(wrk -t1 -c64 -d"${COMPARE_SECONDS:-3}s" --latency "$@" "$u"); fi
+        if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then echo "$label $who: errors during the run: $(grep -E 'Non-2xx|Socket errors' <<<"$out")"; fi
+        echo "$i $who $(awk '/Requests\/sec/ {r = $2} $1 == "99%" {p = $2} END {print r, p}' <<<"$out")"
+      done
+    done | python3 -c '
+import statistics as st, sys
+runs = {}
+for line in sys.stdin:
+    i, who, rps, p99 = line.split()
+    runs.setdefault(i, {})[who] = (float(rps), float(p99.rstrip("ms")) / (1000 if p99.endswith("us") else 1))
+full = [r for r in runs.values() if len(r) == 3]
+def show(name, xs):
+    q = st.quantiles(xs, n=4)
+    print(f"  {name}: median {st.median(xs):.3f} (quartiles {q[0]:.3f}-{q[2]:.3f})")
+print(f"{sys.argv[1]}: {len(full)} triples of {sys.argv[2]} s runs")
+show("A/nginx", [r["A"][0] / r["N"][0] for r in full])
+show("B/nginx", [r["B"][0] / r["N"][0] for r in full])
+show("B/A", [r["B"][0] / r["A"][0] for r in full])
+print("  p99 medians (ms): A %.2f, B %.2f, nginx %.2f" % tuple(st.median(r[k][1] for r in full) for k in "ABN"))
+' "$label" "${COMPARE_SECONDS:-3}"
+  }
+  echo "== A: $bin, B: $COMPARE"
+  triples "bearer token" http://127.0.0.1:18080/api/bench/order http://127.0.0.1:28080/api/bench/order -H "Authorization: Bearer $token"
+  signed=$(signed_url)
+  triples "HMAC-signed" "$signed" "${signed/18080/28080}"
   exit 0
 fi
 
