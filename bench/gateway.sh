@@ -146,7 +146,7 @@ if [[ -n ${COMPARE:-} ]]; then
       for who in $order; do
         case $who in A) u=$a ;; B) u=$b ;; N) u=http://127.0.0.1:9001/order ;; esac
         if [[ $who == N ]]; then out=$(wrk -t1 -c64 -d"${COMPARE_SECONDS:-3}s" --latency "$u"); else out=$(wrk -t1 -c64 -d"${COMPARE_SECONDS:-3}s" --latency "$@" "$u"); fi
-        if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then echo "$label $who: errors during the run: $(grep -E 'Non-2xx|Socket errors' <<<"$out")"; fi
+        if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then echo "$label $who: errors during the run: $(grep -E 'Non-2xx|Socket errors' <<<"$out")" >&2; fi
         echo "$i $who $(awk '/Requests\/sec/ {r = $2} $1 == "99%" {p = $2} END {print r, p}' <<<"$out")"
       done
     done | python3 -c '
@@ -154,7 +154,8 @@ import statistics as st, sys
 runs = {}
 for line in sys.stdin:
     i, who, rps, p99 = line.split()
-    runs.setdefault(i, {})[who] = (float(rps), float(p99.rstrip("ms")) / (1000 if p99.endswith("us") else 1))
+    unit = next(u for u in ("us", "ms", "s") if p99.endswith(u))
+    runs.setdefault(i, {})[who] = (float(rps), float(p99[: -len(unit)]) * {"us": 0.001, "ms": 1, "s": 1000}[unit])
 full = [r for r in runs.values() if len(r) == 3]
 def show(name, xs):
     q = st.quantiles(xs, n=4)
