@@ -1,7 +1,8 @@
 //! Call records and business keys leave the request path through a bounded channel and
 //! are written in batches, by a thread of their own on spare CPU: it makes the records'
-//! strings, packs a quarter second of calls into segments and inserts them (tens of
-//! thousands of calls a second is work the threads serving calls should not share). On
+//! strings and packs them into segments as they arrive, in short slices, and inserts a
+//! quarter second of them at once (tens of thousands of calls a second is work the
+//! threads serving calls should not share). On
 //! SQLite the records have a database file of their own (`Store`), so the writer, even
 //! when starved of CPU, holds no lock any other write waits for. A full channel drops the
 //! record and counts it: a slow database never slows a call.
@@ -18,7 +19,7 @@ use std::{
 
 use portico_core::id::new_id_at;
 use portico_store::{
-    calls::{self, BusinessKeyRecord, CallRecord},
+    calls::{BusinessKeyRecord, CallRecord, Packer},
     Store,
 };
 use tokio::sync::mpsc;
@@ -110,7 +111,7 @@ impl Recorder {
             // its scheduling class.
             let db = store.records_writer();
             let mut queued = Vec::with_capacity(BATCH);
-            let (mut facts, mut keys) = (Vec::with_capacity(BATCH), Vec::new());
+            let (mut packer, mut keys) = (Packer::default(), Vec::new());
             loop {
                 // The first record of a batch wakes the writer; the records of the next
                 // moments join the same transaction.
@@ -119,27 +120,25 @@ impl Recorder {
                 }
                 let gathered = tokio::time::Instant::now() + GATHER;
                 loop {
-                    take(&mut queued, &mut facts, &mut keys);
-                    if facts.len() + keys.len() >= BATCH || tokio::time::Instant::now() >= gathered {
+                    take(&mut queued, &mut packer, &mut keys);
+                    if packer.len() + keys.len() >= BATCH || tokio::time::Instant::now() >= gathered {
                         break;
                     }
-                    // The queue is emptied every few milliseconds, not once a batch: the
-                    // channel's blocks and the records' strings then go back to the
-                    // serving thread while still in its caches, instead of a quarter
-                    // second of them (1.3 MB at 45,000 calls a second) being new memory.
+                    // The queue is emptied and its records packed every few milliseconds,
+                    // not once a batch: the packing is spread over the batch's quarter
+                    // second in short slices, and the channel's blocks and the records'
+                    // strings go back to the serving thread while still in its caches.
                     tokio::time::sleep(DRAIN).await;
-                    let room = BATCH - facts.len() - keys.len();
+                    let room = BATCH - packer.len() - keys.len();
                     if !rx.is_empty() && rx.recv_many(&mut queued, room).await == 0 {
                         break;
                     }
                 }
-                let rows: Vec<_> = facts.iter().map(CallFacts::record).collect();
-                if let Err(e) = calls::write(&db, &rows, &keys).await {
-                    let n = facts.len() + keys.len();
+                let n = packer.len() + keys.len();
+                if let Err(e) = packer.write(&db, &keys).await {
                     lost.fetch_add(n as u64, Ordering::Relaxed);
                     tracing::warn!(error = %e, records = n, "could not write a batch of call records; dropped");
                 }
-                facts.clear();
                 keys.clear();
             }
         };
@@ -170,15 +169,24 @@ impl Recorder {
     }
 }
 
-/// Moves queued records into the batch. A call's trace id is copied into the writer's
-/// own memory and the serving thread's string freed now, not when the batch is written.
-fn take(queued: &mut Vec<Record>, facts: &mut Vec<CallFacts>, keys: &mut Vec<BusinessKeyRecord>) {
-    for r in queued.drain(..) {
+/// Records packed between two yields of the writer's thread.
+const SLICE: usize = 128;
+
+/// Packs queued records into the batch, yielding the CPU every [`SLICE`] records.
+///
+/// On `SCHED_IDLE` the writer still gets the CPU when the serving thread has run past
+/// its fair share; it then keeps the CPU until the next scheduler tick (4 ms at 250 Hz)
+/// unless it gives it back, and while a core runs only idle-class work the kernel counts
+/// it as idle and does not move the waiting serving thread to the other core. Every call
+/// in flight waited those milliseconds (BENCHMARKS.md): the writer now holds the CPU for
+/// a slice of records at a time.
+fn take(queued: &mut Vec<Record>, packer: &mut Packer, keys: &mut Vec<BusinessKeyRecord>) {
+    for (i, r) in queued.drain(..).enumerate() {
+        if i % SLICE == SLICE - 1 {
+            std::thread::yield_now();
+        }
         match r {
-            Record::Call(mut c) => {
-                c.trace_id = c.trace_id.as_str().to_owned();
-                facts.push(c);
-            }
+            Record::Call(c) => packer.push(&c.record()),
             Record::BusinessKey(k) => keys.push(k),
         }
     }

@@ -12,8 +12,6 @@
 //! (`trace::minted_at`), so the segments of that moment are read; any other trace id is
 //! written to `call_traces` with its segment, and found there.
 
-use std::collections::BTreeMap;
-
 use portico_core::{id::new_id, page::PageRequest, trace, Error, FastMap};
 use sqlx::{any::AnyRow, AnyConnection, AnyPool};
 
@@ -66,31 +64,45 @@ pub struct Writer {
 /// Writes a batch of records in one transaction: all of it or none. The calls are packed
 /// into their segments (the CPU work) before the transaction opens.
 pub async fn write<S: AsRef<str>>(writer: &Writer, calls: &[CallRecord<S>], keys: &[BusinessKeyRecord]) -> Result<(), Error> {
-    let packed = Packed::new(calls);
-    let mut tx = writer.pool.begin().await.db()?;
-    packed.insert(&mut tx, writer.engine).await?;
-    for k in keys {
-        sqlx::query("INSERT INTO business_keys (id, merchant_id, app_id, api, business_key, trace_id, at) VALUES ($1,$2,$3,$4,$5,$6,$7)")
-            .bind(&k.id)
-            .bind(&k.merchant_id)
-            .bind(&k.app_id)
-            .bind(&k.api)
-            .bind(&k.business_key)
-            .bind(&k.trace_id)
-            .bind(k.at)
-            .execute(&mut *tx)
-            .await
-            .db()?;
-    }
-    crate::commit(tx).await
+    let mut packer = Packer::default();
+    calls.iter().for_each(|c| packer.push(c));
+    packer.write(writer, keys).await
 }
 
-/// Calls packed into their segments, ready to insert.
+/// Calls packed into segments as they come, then written at once: the gateway's writer
+/// pushes each call when it takes it from its queue, so the CPU work of a batch is
+/// spread over the time the batch gathers instead of falling in one burst at its end.
+///
+/// A merchant's calls go to its open segment, which is sealed at `SEGMENT_CALLS` calls,
+/// when another call would stretch its start times over more than `SEGMENT_SPAN_MS`, and
+/// at the write. Calls keep the order they were pushed in (readers sort by id).
 #[derive(Debug, Default)]
-struct Packed {
-    segments: Vec<Sealed>,
+pub struct Packer {
+    /// The open segment of the calls without a merchant.
+    unowned: Option<Open>,
+    /// Open segments by merchant.
+    owned: FastMap<String, Option<Open>>,
+    sealed: Vec<Sealed>,
     /// Calls whose trace id does not tell its time: (trace id, segment id).
     traces: Vec<(String, String)>,
+    calls: usize,
+}
+
+/// A segment being filled.
+#[derive(Debug)]
+struct Open {
+    id: String,
+    merchant_id: Option<String>,
+    first_id: String,
+    last_id: String,
+    /// The earliest and latest start times of its calls.
+    first_at: i64,
+    last_at: i64,
+    calls: usize,
+    /// The start time of the call before, which the next one is written against.
+    before: i64,
+    rows: Vec<u8>,
+    table: Table,
 }
 
 #[derive(Debug)]
@@ -105,49 +117,81 @@ struct Sealed {
     body: Vec<u8>,
 }
 
-impl Packed {
-    /// Packs calls into segments: grouped by merchant, ordered by start time, cut at
-    /// `SEGMENT_CALLS` calls or `SEGMENT_SPAN_MS` of start times.
-    fn new<S: AsRef<str>>(calls: &[CallRecord<S>]) -> Packed {
-        let mut by_merchant: BTreeMap<Option<&str>, Vec<&CallRecord<S>>> = BTreeMap::new();
-        for c in calls {
-            by_merchant.entry(c.merchant_id.as_ref().map(AsRef::as_ref)).or_default().push(c);
-        }
-        let mut packed = Packed::default();
-        for (merchant_id, group) in &mut by_merchant {
-            group.sort_by_key(|c| c.at);
-            let mut rest = &group[..];
-            while let Some(first) = rest.first() {
-                let n = rest.iter().take(SEGMENT_CALLS).take_while(|c| c.at - first.at <= SEGMENT_SPAN_MS).count();
-                let (segment, after) = rest.split_at(n);
-                rest = after;
-                let id = new_id("seg");
-                let (mut lo, mut hi) = (segment[0].id.as_ref(), segment[0].id.as_ref());
-                for c in segment {
-                    let call = c.id.as_ref();
-                    lo = lo.min(call);
-                    hi = hi.max(call);
-                    if !tells_its_time(c.trace_id.as_ref(), c.at) {
-                        packed.traces.push((c.trace_id.as_ref().to_owned(), id.clone()));
-                    }
+impl Packer {
+    /// Packs one call into its merchant's open segment.
+    pub fn push<S: AsRef<str>>(&mut self, c: &CallRecord<S>) {
+        let merchant_id = c.merchant_id.as_ref().map(AsRef::as_ref);
+        let slot = match merchant_id {
+            None => &mut self.unowned,
+            Some(m) => {
+                if !self.owned.contains_key(m) {
+                    self.owned.insert(m.to_owned(), None);
                 }
-                packed.segments.push(Sealed {
-                    merchant_id: merchant_id.map(str::to_owned),
-                    first_id: lo.to_owned(),
-                    last_id: hi.to_owned(),
-                    first_at: segment[0].at,
-                    last_at: segment[n - 1].at,
-                    calls: n as i64,
-                    body: encode(segment),
-                    id,
-                });
+                self.owned.get_mut(m).expect("just inserted")
             }
+        };
+        let at = c.at;
+        if slot.as_ref().is_some_and(|o| o.calls >= SEGMENT_CALLS || at.max(o.last_at).saturating_sub(at.min(o.first_at)) > SEGMENT_SPAN_MS) {
+            self.sealed.extend(slot.take().map(Open::seal));
         }
-        packed
+        let open = slot.get_or_insert_with(|| Open::new(merchant_id, c.id.as_ref(), at));
+        open.put(c);
+        if !tells_its_time(c.trace_id.as_ref(), at) {
+            self.traces.push((c.trace_id.as_ref().to_owned(), open.id.clone()));
+        }
+        self.calls += 1;
+    }
+
+    /// Calls packed since the last write.
+    pub fn len(&self) -> usize {
+        self.calls
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.calls == 0
+    }
+
+    /// Seals the open segments and writes everything packed, with `keys`, in one
+    /// transaction: all of it or none. The packer is empty afterwards either way.
+    pub async fn write(&mut self, writer: &Writer, keys: &[BusinessKeyRecord]) -> Result<(), Error> {
+        let written = async {
+            self.seal_all();
+            let mut tx = writer.pool.begin().await.db()?;
+            self.insert(&mut tx, writer.engine).await?;
+            for k in keys {
+                sqlx::query("INSERT INTO business_keys (id, merchant_id, app_id, api, business_key, trace_id, at) VALUES ($1,$2,$3,$4,$5,$6,$7)")
+                    .bind(&k.id)
+                    .bind(&k.merchant_id)
+                    .bind(&k.app_id)
+                    .bind(&k.api)
+                    .bind(&k.business_key)
+                    .bind(&k.trace_id)
+                    .bind(k.at)
+                    .execute(&mut *tx)
+                    .await
+                    .db()?;
+            }
+            crate::commit(tx).await
+        }
+        .await;
+        self.clear();
+        written
+    }
+
+    fn seal_all(&mut self) {
+        self.sealed.extend(self.unowned.take().into_iter().chain(self.owned.drain().filter_map(|(_, open)| open)).map(Open::seal));
+    }
+
+    fn clear(&mut self) {
+        self.unowned = None;
+        self.owned.clear();
+        self.sealed.clear();
+        self.traces.clear();
+        self.calls = 0;
     }
 
     async fn insert(&self, conn: &mut AnyConnection, engine: Engine) -> Result<(), Error> {
-        for chunk in self.segments.chunks(16) {
+        for chunk in self.sealed.chunks(16) {
             let sql = crate::multi_row_insert(engine, "call_segments (id, merchant_id, first_id, last_id, first_at, last_at, calls, body)", chunk.len(), 8);
             let mut q = sqlx::query(&sql);
             for s in chunk {
@@ -164,6 +208,70 @@ impl Packed {
             q.execute(&mut *conn).await.db()?;
         }
         Ok(())
+    }
+}
+
+impl Open {
+    fn new(merchant_id: Option<&str>, id: &str, at: i64) -> Open {
+        Open {
+            id: new_id("seg"),
+            merchant_id: merchant_id.map(str::to_owned),
+            first_id: id.to_owned(),
+            last_id: id.to_owned(),
+            first_at: at,
+            last_at: at,
+            calls: 0,
+            before: 0,
+            rows: Vec::with_capacity(4 * 1024),
+            table: Table::default(),
+        }
+    }
+
+    /// Adds a call's row.
+    fn put<S: AsRef<str>>(&mut self, c: &CallRecord<S>) {
+        let id = c.id.as_ref();
+        if id < self.first_id.as_str() {
+            self.first_id.replace_range(.., id);
+        }
+        if id > self.last_id.as_str() {
+            self.last_id.replace_range(.., id);
+        }
+        self.first_at = self.first_at.min(c.at);
+        self.last_at = self.last_at.max(c.at);
+        let rows = &mut self.rows;
+        put_text(rows, id);
+        put_int(rows, c.at.wrapping_sub(self.before));
+        self.before = c.at;
+        put_text(rows, c.trace_id.as_ref());
+        put_uint(rows, self.table.slot(c.app_id.as_ref().map(AsRef::as_ref)));
+        put_uint(rows, self.table.slot(c.api.as_ref().map(AsRef::as_ref)));
+        for n in [c.status, c.code, c.latency_us, c.bytes_in, c.bytes_out] {
+            put_int(rows, n);
+        }
+        put_uint(rows, self.table.slot(Some(c.client_ip.as_ref())));
+        self.calls += 1;
+    }
+
+    /// The segment's body: the layout's version, its string table, its calls.
+    fn seal(self) -> Sealed {
+        let table = &self.table;
+        let mut body = Vec::with_capacity(11 + table.bytes + 2 * table.list.len() + self.rows.len());
+        body.push(BODY_V2);
+        put_uint(&mut body, table.list.len() as u64);
+        for s in &table.list {
+            put_str(&mut body, s);
+        }
+        body.extend_from_slice(&self.rows);
+        Sealed {
+            id: self.id,
+            merchant_id: self.merchant_id,
+            first_id: self.first_id,
+            last_id: self.last_id,
+            first_at: self.first_at,
+            last_at: self.last_at,
+            calls: self.calls as i64,
+            body,
+        }
     }
 }
 
@@ -204,7 +312,12 @@ pub(crate) async fn fold_rows(conn: &mut AnyConnection, engine: Engine) -> Resul
                 client_ip: col(r, "client_ip")?,
             })
         });
-        Packed::new(&calls.collect::<Result<Vec<_>, _>>()?).insert(conn, engine).await?;
+        let mut packer = Packer::default();
+        for c in calls {
+            packer.push(&c?);
+        }
+        packer.seal_all();
+        packer.insert(conn, engine).await?;
     }
 }
 
@@ -313,49 +426,26 @@ const BODY_V2: u8 = 2;
 const TEXT_PLAIN: u8 = 0;
 const TEXT_HEX: u8 = 1;
 
-fn encode<S: AsRef<str>>(calls: &[&CallRecord<S>]) -> Vec<u8> {
-    let mut table = Table::default();
-    let mut rows = Vec::with_capacity(calls.len() * 64);
-    let mut before = 0i64;
-    for c in calls {
-        put_text(&mut rows, c.id.as_ref());
-        put_int(&mut rows, c.at.wrapping_sub(before));
-        before = c.at;
-        put_text(&mut rows, c.trace_id.as_ref());
-        put_uint(&mut rows, table.slot(c.app_id.as_ref().map(AsRef::as_ref)));
-        put_uint(&mut rows, table.slot(c.api.as_ref().map(AsRef::as_ref)));
-        for n in [c.status, c.code, c.latency_us, c.bytes_in, c.bytes_out] {
-            put_int(&mut rows, n);
-        }
-        put_uint(&mut rows, table.slot(Some(c.client_ip.as_ref())));
-    }
-    let mut out = Vec::with_capacity(rows.len() + table.bytes + 2 * table.list.len() + 11);
-    out.push(BODY_V2);
-    put_uint(&mut out, table.list.len() as u64);
-    for s in &table.list {
-        put_str(&mut out, s);
-    }
-    out.extend_from_slice(&rows);
-    out
-}
-
-/// The strings of a body's table, each once.
-#[derive(Default)]
-struct Table<'a> {
-    list: Vec<&'a str>,
-    slots: FastMap<&'a str, u64>,
+/// The strings of a segment's table, each once.
+#[derive(Debug, Default)]
+struct Table {
+    list: Vec<String>,
+    slots: FastMap<String, u64>,
     bytes: usize,
 }
 
-impl<'a> Table<'a> {
+impl Table {
     /// The string's position plus one (added when new); 0 for absent.
-    fn slot(&mut self, s: Option<&'a str>) -> u64 {
+    fn slot(&mut self, s: Option<&str>) -> u64 {
         let Some(s) = s else { return 0 };
-        *self.slots.entry(s).or_insert_with(|| {
-            self.list.push(s);
-            self.bytes += s.len();
-            self.list.len() as u64
-        })
+        if let Some(&slot) = self.slots.get(s) {
+            return slot;
+        }
+        self.list.push(s.to_owned());
+        self.bytes += s.len();
+        let slot = self.list.len() as u64;
+        self.slots.insert(s.to_owned(), slot);
+        slot
     }
 }
 
@@ -570,6 +660,13 @@ mod tests {
 
     use super::*;
 
+    /// One segment's body holding `calls`, whatever their times.
+    fn encode<S: AsRef<str>>(calls: &[&CallRecord<S>]) -> Vec<u8> {
+        let mut open = Open::new(None, "", 0);
+        calls.iter().for_each(|c| open.put(c));
+        open.seal().body
+    }
+
     fn call() -> impl Strategy<Value = CallRecord> {
         (
             (prop_oneof!["[a-z0-9_]{1,40}", "[a-z]{3}_[0-9a-f]{28}"], any::<i64>(), prop_oneof!["\\PC{0,70}", "[0-9a-f]{32}"]),
@@ -690,6 +787,54 @@ mod tests {
         let (v1, v2) = (encode_v1(&calls).len(), encode(&refs).len());
         assert!(v2 * 3 < v1, "version 2 takes {v2} bytes, version 1 {v1}");
         assert_eq!(decode(&encode(&refs), Some("mch_1")).unwrap(), calls);
+    }
+
+    #[test]
+    fn the_packer_cuts_each_merchants_segments_by_count_and_span() {
+        let t = portico_core::time::now_ms();
+        let call = |i: usize, merchant: Option<&str>, at: i64, trace_id: String| CallRecord {
+            id: format!("cal_{i:028x}"),
+            at,
+            trace_id,
+            merchant_id: merchant.map(str::to_string),
+            app_id: None,
+            api: None,
+            status: 200,
+            code: 0,
+            latency_us: 1,
+            bytes_in: 0,
+            bytes_out: 0,
+            client_ip: "10.0.0.1".into(),
+        };
+        let mut pushed = Vec::new();
+        // A: one call more than a segment holds.
+        for i in 0..=SEGMENT_CALLS {
+            pushed.push(call(i, Some("mch_a"), t, trace::new_trace_id_at(t)));
+        }
+        // B: out of order and 60 s apart (still one segment), then one that would stretch it further.
+        for (i, at) in [(10_000, t), (10_001, t + SEGMENT_SPAN_MS / 2), (10_002, t - SEGMENT_SPAN_MS / 2), (10_003, t + SEGMENT_SPAN_MS / 2 + 1)] {
+            pushed.push(call(i, Some("mch_b"), at, trace::new_trace_id_at(at)));
+        }
+        // No merchant, and a client's trace id, which is indexed.
+        pushed.push(call(20_000, None, t, "client-trace-0001".into()));
+        let mut packer = Packer::default();
+        pushed.iter().for_each(|c| packer.push(c));
+        assert_eq!(packer.len(), pushed.len());
+        packer.seal_all();
+        let mut segments: Vec<(Option<&str>, i64, i64, Vec<CallRecord>)> =
+            packer.sealed.iter().map(|s| (s.merchant_id.as_deref(), s.first_at, s.last_at, decode(&s.body, s.merchant_id.as_deref()).unwrap())).collect();
+        segments.sort_by_key(|(m, _, _, calls)| (*m, calls.len()));
+        let sizes: Vec<(Option<&str>, usize)> = segments.iter().map(|(m, _, _, c)| (*m, c.len())).collect();
+        assert_eq!(sizes, vec![(None, 1), (Some("mch_a"), 1), (Some("mch_a"), SEGMENT_CALLS), (Some("mch_b"), 1), (Some("mch_b"), 3)]);
+        let (_, first_at, last_at, b) = &segments[4];
+        assert_eq!((*first_at, *last_at), (t - SEGMENT_SPAN_MS / 2, t + SEGMENT_SPAN_MS / 2), "the earliest and latest, not the first and last pushed");
+        assert_eq!(b[..], pushed[SEGMENT_CALLS + 1..SEGMENT_CALLS + 4], "calls keep the order they came in");
+        let b_segment = packer.sealed.iter().find(|s| s.calls == 3).unwrap();
+        assert_eq!((b_segment.first_id.as_str(), b_segment.last_id.as_str()), (pushed[SEGMENT_CALLS + 1].id.as_str(), pushed[SEGMENT_CALLS + 3].id.as_str()));
+        let unowned = packer.sealed.iter().find(|s| s.merchant_id.is_none()).unwrap();
+        assert_eq!(packer.traces, vec![("client-trace-0001".to_string(), unowned.id.clone())]);
+        packer.clear();
+        assert!(packer.is_empty() && packer.sealed.is_empty() && packer.traces.is_empty());
     }
 
     #[test]
