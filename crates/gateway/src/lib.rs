@@ -7,6 +7,7 @@
 //! announcements apply at once, and changes made by other instances are picked up by
 //! polling the shared database every half second.
 
+mod envelope;
 mod http1;
 pub mod limiter;
 pub mod pipeline;

@@ -22,7 +22,7 @@ use portico_oauth::TokenInfo;
 use portico_signing::identity::{Identity, PREFIX};
 
 use crate::{
-    http1,
+    envelope, http1,
     limiter::Decision,
     records::{CallFacts, Record},
     snapshot::{ApiEntry, AppEntry, Snapshot},
@@ -151,16 +151,6 @@ pub async fn serve(gw: &Gateway, req: Inbound<'_>, timer: Pin<&mut Sleep>) -> Re
         client_ip: req.peer.ip(),
     }));
     reply
-}
-
-/// The top level of an answer already in the envelope: a numeric `code` and a string
-/// `msg`; everything else (`data` above all) is skipped without being built.
-#[derive(serde::Deserialize)]
-struct EnvelopeProbe<'a> {
-    code: u64,
-    #[allow(dead_code)]
-    #[serde(borrow)]
-    msg: std::borrow::Cow<'a, str>,
 }
 
 /// What the record of a call needs to know, filled in as the pipeline learns it.
@@ -355,12 +345,9 @@ impl Gateway {
 
         // Envelope.
         let upstream::Answer { status: upstream_status, lines: mut reply_lines, body: upstream_body } = answer;
-        // Only a probe of the top level: is it already the envelope? The body is parsed
+        // Only a scan of the top level: is it already the envelope? The body is parsed
         // into a full document only when it must be wrapped or a business key read.
-        let probe: Option<EnvelopeProbe> = serde_json::from_slice(&upstream_body).ok();
-        let is_envelope = probe.is_some();
-        let (status, body, code, doc) = if is_envelope {
-            let code = probe.map(|p| p.code).unwrap_or(0);
+        let (status, body, code, doc) = if let Some(code) = envelope::code(&upstream_body) {
             let doc = if api.business_key.is_some() { serde_json::from_slice(&upstream_body).ok() } else { None };
             (upstream_status, upstream_body, code, doc)
         } else {
