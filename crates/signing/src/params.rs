@@ -68,7 +68,8 @@ impl SignMethod {
 
 /// The parameters that take part in signing, sorted: not `sign`, not empty, not repeated.
 fn selected<'a>(params: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let mut v: Vec<(&str, &str)> = params.iter().copied().filter(|(k, _)| *k != "sign").collect();
+    let mut v: Vec<(&str, &str)> = Vec::with_capacity(params.len());
+    v.extend(params.iter().copied().filter(|(k, _)| *k != "sign"));
     v.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     // Kept pairs move to the front of the same vector.
     let mut kept = 0;
