@@ -410,7 +410,8 @@ fn decode_row(row: &AnyRow) -> Result<Vec<CallRecord>, Error> {
 // ids, API labels, client addresses): their count, then each string; then per call, in
 // this order: id, at, trace_id, app_id, api, status, code, latency_us, bytes_in,
 // bytes_out, client_ip. Numbers are LEB128 varints, signed ones zigzagged first; `at` is
-// the difference from the call before (calls are in start order, so a byte or two). An id
+// the difference from the call before (calls come in the order they ended, close to their
+// start order, so a byte or two, sometimes negative). An id
 // or a trace id is a text: a kind byte, then for 0 a string, for 1 a string prefix and
 // bytes whose lowercase hex follows it (`cal_0193…` and the gateway's trace ids take half
 // their length). app_id, api and client_ip are a table position plus one, 0 for absent. A
