@@ -88,9 +88,9 @@ pub struct Packer {
     calls: usize,
 }
 
-/// A segment being filled.
+/// What a segment's row says of it beside its body.
 #[derive(Debug)]
-struct Open {
+struct Head {
     id: String,
     merchant_id: Option<String>,
     first_id: String,
@@ -99,6 +99,12 @@ struct Open {
     first_at: i64,
     last_at: i64,
     calls: usize,
+}
+
+/// A segment being filled.
+#[derive(Debug)]
+struct Open {
+    head: Head,
     /// The start time of the call before, which the next one is written against.
     before: i64,
     rows: Vec<u8>,
@@ -107,13 +113,7 @@ struct Open {
 
 #[derive(Debug)]
 struct Sealed {
-    id: String,
-    merchant_id: Option<String>,
-    first_id: String,
-    last_id: String,
-    first_at: i64,
-    last_at: i64,
-    calls: i64,
+    head: Head,
     body: Vec<u8>,
 }
 
@@ -131,13 +131,13 @@ impl Packer {
             }
         };
         let at = c.at;
-        if slot.as_ref().is_some_and(|o| o.calls >= SEGMENT_CALLS || at.max(o.last_at).saturating_sub(at.min(o.first_at)) > SEGMENT_SPAN_MS) {
+        if slot.as_ref().is_some_and(|o| o.head.calls >= SEGMENT_CALLS || at.max(o.head.last_at).saturating_sub(at.min(o.head.first_at)) > SEGMENT_SPAN_MS) {
             self.sealed.extend(slot.take().map(Open::seal));
         }
         let open = slot.get_or_insert_with(|| Open::new(merchant_id, c.id.as_ref(), at));
         open.put(c);
         if !tells_its_time(c.trace_id.as_ref(), at) {
-            self.traces.push((c.trace_id.as_ref().to_owned(), open.id.clone()));
+            self.traces.push((c.trace_id.as_ref().to_owned(), open.head.id.clone()));
         }
         self.calls += 1;
     }
@@ -194,8 +194,8 @@ impl Packer {
         for chunk in self.sealed.chunks(16) {
             let sql = crate::multi_row_insert(engine, "call_segments (id, merchant_id, first_id, last_id, first_at, last_at, calls, body)", chunk.len(), 8);
             let mut q = sqlx::query(&sql);
-            for s in chunk {
-                q = q.bind(&s.id).bind(&s.merchant_id).bind(&s.first_id).bind(&s.last_id).bind(s.first_at).bind(s.last_at).bind(s.calls).bind(&s.body);
+            for Sealed { head: h, body } in chunk {
+                q = q.bind(&h.id).bind(&h.merchant_id).bind(&h.first_id).bind(&h.last_id).bind(h.first_at).bind(h.last_at).bind(h.calls as i64).bind(body);
             }
             q.execute(&mut *conn).await.db()?;
         }
@@ -214,13 +214,15 @@ impl Packer {
 impl Open {
     fn new(merchant_id: Option<&str>, id: &str, at: i64) -> Open {
         Open {
-            id: new_id("seg"),
-            merchant_id: merchant_id.map(str::to_owned),
-            first_id: id.to_owned(),
-            last_id: id.to_owned(),
-            first_at: at,
-            last_at: at,
-            calls: 0,
+            head: Head {
+                id: new_id("seg"),
+                merchant_id: merchant_id.map(str::to_owned),
+                first_id: id.to_owned(),
+                last_id: id.to_owned(),
+                first_at: at,
+                last_at: at,
+                calls: 0,
+            },
             before: 0,
             rows: Vec::with_capacity(4 * 1024),
             table: Table::default(),
@@ -229,15 +231,16 @@ impl Open {
 
     /// Adds a call's row.
     fn put<S: AsRef<str>>(&mut self, c: &CallRecord<S>) {
-        let id = c.id.as_ref();
-        if id < self.first_id.as_str() {
-            self.first_id.replace_range(.., id);
+        let (id, head) = (c.id.as_ref(), &mut self.head);
+        if id < head.first_id.as_str() {
+            head.first_id.replace_range(.., id);
         }
-        if id > self.last_id.as_str() {
-            self.last_id.replace_range(.., id);
+        if id > head.last_id.as_str() {
+            head.last_id.replace_range(.., id);
         }
-        self.first_at = self.first_at.min(c.at);
-        self.last_at = self.last_at.max(c.at);
+        head.first_at = head.first_at.min(c.at);
+        head.last_at = head.last_at.max(c.at);
+        head.calls += 1;
         let rows = &mut self.rows;
         put_text(rows, id);
         put_int(rows, c.at.wrapping_sub(self.before));
@@ -249,7 +252,6 @@ impl Open {
             put_int(rows, n);
         }
         put_uint(rows, self.table.slot(Some(c.client_ip.as_ref())));
-        self.calls += 1;
     }
 
     /// The segment's body: the layout's version, its string table, its calls.
@@ -262,16 +264,7 @@ impl Open {
             put_str(&mut body, s);
         }
         body.extend_from_slice(&self.rows);
-        Sealed {
-            id: self.id,
-            merchant_id: self.merchant_id,
-            first_id: self.first_id,
-            last_id: self.last_id,
-            first_at: self.first_at,
-            last_at: self.last_at,
-            calls: self.calls as i64,
-            body,
-        }
+        Sealed { head: self.head, body }
     }
 }
 
@@ -823,16 +816,16 @@ mod tests {
         assert_eq!(packer.len(), pushed.len());
         packer.seal_all();
         let mut segments: Vec<(Option<&str>, i64, i64, Vec<CallRecord>)> =
-            packer.sealed.iter().map(|s| (s.merchant_id.as_deref(), s.first_at, s.last_at, decode(&s.body, s.merchant_id.as_deref()).unwrap())).collect();
+            packer.sealed.iter().map(|s| (s.head.merchant_id.as_deref(), s.head.first_at, s.head.last_at, decode(&s.body, s.head.merchant_id.as_deref()).unwrap())).collect();
         segments.sort_by_key(|(m, _, _, calls)| (*m, calls.len()));
         let sizes: Vec<(Option<&str>, usize)> = segments.iter().map(|(m, _, _, c)| (*m, c.len())).collect();
         assert_eq!(sizes, vec![(None, 1), (Some("mch_a"), 1), (Some("mch_a"), SEGMENT_CALLS), (Some("mch_b"), 1), (Some("mch_b"), 3)]);
         let (_, first_at, last_at, b) = &segments[4];
         assert_eq!((*first_at, *last_at), (t - SEGMENT_SPAN_MS / 2, t + SEGMENT_SPAN_MS / 2), "the earliest and latest, not the first and last pushed");
         assert_eq!(b[..], pushed[SEGMENT_CALLS + 1..SEGMENT_CALLS + 4], "calls keep the order they came in");
-        let b_segment = packer.sealed.iter().find(|s| s.calls == 3).unwrap();
+        let b_segment = &packer.sealed.iter().find(|s| s.head.calls == 3).unwrap().head;
         assert_eq!((b_segment.first_id.as_str(), b_segment.last_id.as_str()), (pushed[SEGMENT_CALLS + 1].id.as_str(), pushed[SEGMENT_CALLS + 3].id.as_str()));
-        let unowned = packer.sealed.iter().find(|s| s.merchant_id.is_none()).unwrap();
+        let unowned = &packer.sealed.iter().find(|s| s.head.merchant_id.is_none()).unwrap().head;
         assert_eq!(packer.traces, vec![("client-trace-0001".to_string(), unowned.id.clone())]);
         packer.clear();
         assert!(packer.is_empty() && packer.sealed.is_empty() && packer.traces.is_empty());
