@@ -111,7 +111,8 @@ fn scan(body: &[u8]) -> Scan<u64> {
                     if code.is_some() {
                         return Ok(None);
                     }
-                    code = Some(need!(Ok::<_, Unsure>(s.unsigned())));
+                    let Some(n) = s.unsigned() else { return Ok(None) };
+                    code = Some(n);
                 }
                 b"msg" => {
                     if msg || !s.eat(b'"') {
@@ -282,7 +283,9 @@ impl<'a> Scanner<'a> {
                 if !self.eat(b'"') {
                     return Ok(None);
                 }
-                need!(Ok::<_, Unsure>(self.skip_string()));
+                if self.skip_string().is_none() {
+                    return Ok(None);
+                }
                 self.ws();
                 if !self.eat(b':') {
                     return Ok(None);
@@ -305,11 +308,6 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-
-    /// What the gateway took for the envelope before the scan: serde_json's reading, objects only.
-    fn serde(body: &[u8]) -> Option<u64> {
-        fallback(body)
-    }
 
     #[test]
     fn envelopes_and_others() {
@@ -339,10 +337,10 @@ mod tests {
             (br#"{"code":1,"msg":"tab	inside"}"#, None),
         ] {
             assert_eq!(code(body), want, "{}", String::from_utf8_lossy(body));
-            assert_eq!(serde(body), want, "serde on {}", String::from_utf8_lossy(body));
+            assert_eq!(fallback(body), want, "serde on {}", String::from_utf8_lossy(body));
         }
         let deep = format!(r#"{{"code":3,"msg":"","data":{}{}}}"#, "[".repeat(150), "]".repeat(150));
-        assert_eq!(code(deep.as_bytes()), serde(deep.as_bytes()));
+        assert_eq!(code(deep.as_bytes()), fallback(deep.as_bytes()));
         let nested = format!(r#"{{"code":3,"msg":"","data":{}{}}}"#, "[".repeat(90), "]".repeat(90));
         assert_eq!(code(nested.as_bytes()), Some(3));
     }
@@ -383,7 +381,7 @@ mod tests {
         /// The scan and serde_json agree on documents of every shape.
         #[test]
         fn the_scan_agrees_with_serde_json(doc in document()) {
-            prop_assert_eq!(code(doc.as_bytes()), serde(doc.as_bytes()), "{}", doc);
+            prop_assert_eq!(code(doc.as_bytes()), fallback(doc.as_bytes()), "{}", doc);
         }
 
         /// The eight-at-a-time search finds what a byte-by-byte one finds.
@@ -397,7 +395,7 @@ mod tests {
         #[test]
         fn any_bytes_get_the_same_answer(prefix in prop_oneof![Just(&b""[..]), Just(&br#"{"code":7,"msg":"m","data":"#[..])], bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let body = [prefix, &bytes[..]].concat();
-            prop_assert_eq!(code(&body), serde(&body));
+            prop_assert_eq!(code(&body), fallback(&body));
         }
     }
 }
