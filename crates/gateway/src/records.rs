@@ -110,12 +110,12 @@ impl Recorder {
             // worker thread, which runs the inserts, is made by this thread and takes
             // its scheduling class.
             let db = store.records_writer();
-            let mut queued = Vec::with_capacity(BATCH);
+            let mut queued = Vec::with_capacity(SLICE);
             let (mut packer, mut keys) = (Packer::default(), Vec::new());
             loop {
                 // The first record of a batch wakes the writer; the records of the next
                 // moments join the same transaction.
-                if rx.recv_many(&mut queued, BATCH).await == 0 {
+                if rx.recv_many(&mut queued, SLICE).await == 0 {
                     return;
                 }
                 let gathered = tokio::time::Instant::now() + GATHER;
@@ -125,11 +125,16 @@ impl Recorder {
                         break;
                     }
                     // The queue is emptied and its records packed every few milliseconds,
-                    // not once a batch: the packing is spread over the batch's quarter
-                    // second in short slices, and the channel's blocks and the records'
-                    // strings go back to the serving thread while still in its caches.
-                    tokio::time::sleep(DRAIN).await;
-                    let room = BATCH - packer.len() - keys.len();
+                    // not once a batch, a slice at a time with a pause between slices (see
+                    // `nap`): the packing is spread over the batch's quarter second, and
+                    // the channel's blocks and the records' strings go back to the serving
+                    // thread while still in its caches.
+                    if rx.is_empty() {
+                        tokio::time::sleep(DRAIN).await;
+                    } else {
+                        nap();
+                    }
+                    let room = (BATCH - packer.len() - keys.len()).min(SLICE);
                     if !rx.is_empty() && rx.recv_many(&mut queued, room).await == 0 {
                         break;
                     }
@@ -169,27 +174,30 @@ impl Recorder {
     }
 }
 
-/// Records packed between two yields of the writer's thread.
+/// Records taken from the queue and packed at a time, between two pauses of the writer.
 const SLICE: usize = 128;
 
-/// Packs queued records into the batch, yielding the CPU every [`SLICE`] records.
-///
-/// On `SCHED_IDLE` the writer still gets the CPU when the serving thread has run past
-/// its fair share; it then keeps the CPU until the next scheduler tick (4 ms at 250 Hz)
-/// unless it gives it back, and while a core runs only idle-class work the kernel counts
-/// it as idle and does not move the waiting serving thread to the other core. Every call
-/// in flight waited those milliseconds (BENCHMARKS.md): the writer now holds the CPU for
-/// a slice of records at a time.
+/// Packs records taken from the queue into the batch.
 fn take(queued: &mut Vec<Record>, packer: &mut Packer, keys: &mut Vec<BusinessKeyRecord>) {
-    for (i, r) in queued.drain(..).enumerate() {
-        if i % SLICE == SLICE - 1 {
-            std::thread::yield_now();
-        }
+    for r in queued.drain(..) {
         match r {
             Record::Call(c) => packer.push(&c.record()),
             Record::BusinessKey(k) => keys.push(k),
         }
     }
+}
+
+/// Leaves the CPU for a moment between two slices of records.
+///
+/// On `SCHED_IDLE` the writer still gets the CPU at times, when the serving thread has run
+/// past its share at a scheduler tick; it then keeps the CPU until it blocks or its own
+/// slice runs out, and while a core runs only idle-class work the kernel counts it as
+/// idle and does not move the waiting serving thread to the other core. Every call in
+/// flight waited those milliseconds (BENCHMARKS.md). A slice of records is about a tenth
+/// of a millisecond of work; the writer then sleeps, as SQLite's thread does under the
+/// records' paced VFS (`portico_store::paced`, which says why a yield is not enough).
+fn nap() {
+    portico_store::paced::nap();
 }
 
 /// Makes the calling thread yield to the threads serving calls, and to every other

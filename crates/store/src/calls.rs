@@ -59,6 +59,8 @@ const TRACE_SLACK_MS: i64 = 1_000;
 pub struct Writer {
     pub(crate) pool: AnyPool,
     pub(crate) engine: Engine,
+    /// Through the paced VFS (`paced`): the writer also pauses between statements.
+    pub(crate) paced: bool,
 }
 
 /// Writes a batch of records in one transaction: all of it or none. The calls are packed
@@ -157,7 +159,7 @@ impl Packer {
         let written = async {
             self.seal_all();
             let mut tx = writer.pool.begin().await.db()?;
-            self.insert(&mut tx, writer.engine).await?;
+            self.insert(&mut tx, writer.engine, writer.paced).await?;
             for k in keys {
                 sqlx::query("INSERT INTO business_keys (id, merchant_id, app_id, api, business_key, trace_id, at) VALUES ($1,$2,$3,$4,$5,$6,$7)")
                     .bind(&k.id)
@@ -190,14 +192,20 @@ impl Packer {
         self.calls = 0;
     }
 
-    async fn insert(&self, conn: &mut AnyConnection, engine: Engine) -> Result<(), Error> {
-        for chunk in self.sealed.chunks(16) {
+    /// Inserts the sealed segments and the trace index; `paced`: a segment a statement,
+    /// with a pause after each (a statement's CPU runs without a pause on SQLite's thread,
+    /// see `paced`).
+    async fn insert(&self, conn: &mut AnyConnection, engine: Engine, paced: bool) -> Result<(), Error> {
+        for chunk in self.sealed.chunks(if paced { 1 } else { 16 }) {
             let sql = crate::multi_row_insert(engine, "call_segments (id, merchant_id, first_id, last_id, first_at, last_at, calls, body)", chunk.len(), 8);
             let mut q = sqlx::query(&sql);
             for Sealed { head: h, body } in chunk {
                 q = q.bind(&h.id).bind(&h.merchant_id).bind(&h.first_id).bind(&h.last_id).bind(h.first_at).bind(h.last_at).bind(h.calls as i64).bind(body);
             }
             q.execute(&mut *conn).await.db()?;
+            if paced {
+                crate::paced::nap();
+            }
         }
         for chunk in self.traces.chunks(200) {
             let sql = crate::multi_row_insert(engine, "call_traces (trace_id, segment_id)", chunk.len(), 2);
@@ -310,7 +318,7 @@ pub(crate) async fn fold_rows(conn: &mut AnyConnection, engine: Engine) -> Resul
             packer.push(&c?);
         }
         packer.seal_all();
-        packer.insert(conn, engine).await?;
+        packer.insert(conn, engine, false).await?;
     }
 }
 

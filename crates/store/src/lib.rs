@@ -16,6 +16,7 @@ pub mod messaging;
 pub mod oauth;
 pub mod registry;
 mod migrate;
+pub mod paced;
 pub mod sessions;
 
 use std::{str::FromStr, time::Duration};
@@ -58,8 +59,9 @@ pub struct Store {
 
 #[derive(Clone, Debug)]
 struct Records {
-    /// How the record writer connects: to the records' file, or to the main database.
-    writer: AnyConnectOptions,
+    /// How the record writer connects: to the records' file (through the paced VFS when
+    /// the flag says so), or to the main database.
+    writer: (AnyConnectOptions, bool),
     /// Reads: the records' own pool, or the main reader.
     reader: AnyPool,
 }
@@ -76,7 +78,7 @@ impl Store {
             return Err(Error::validation("database.url", "must start with sqlite: or postgres:"));
         };
         let options = connect_options(url)?;
-        let pool = |max: u32| pool_options(engine, max).connect_with(options.clone());
+        let pool = |max: u32| pool_options(engine, max, "").connect_with(options.clone());
         // On SQLite the records' own file: its URL, connection options and file name.
         let records = match engine {
             Engine::Sqlite => records_url(url),
@@ -90,7 +92,7 @@ impl Store {
         // It is migrated first: the main database's migration 9 moves the records it held
         // into it.
         if let Some((records_options, _)) = &records {
-            let pool = pool_options(engine, 1).connect_with(records_options.clone()).await.map_err(connect_error)?;
+            let pool = pool_options(engine, 1, "").connect_with(records_options.clone()).await.map_err(connect_error)?;
             migrate::run(&pool, engine, migrate::Database::Records).await?;
             pool.close().await;
         }
@@ -109,10 +111,11 @@ impl Store {
             }
         };
         let records = match records {
-            Some((records_options, _)) => {
-                Records { reader: pool_options(engine, max_connections.clamp(2, 4)).connect_lazy_with(records_options.clone()), writer: records_options }
-            }
-            None => Records { writer: options, reader: reader.clone() },
+            Some((records_options, _)) => Records {
+                reader: pool_options(engine, max_connections.clamp(2, 4), "").connect_lazy_with(records_options.clone()),
+                writer: paced_writer(records_options)?,
+            },
+            None => Records { writer: (options, false), reader: reader.clone() },
         };
         Ok(Store { writer, reader, engine, records })
     }
@@ -146,8 +149,12 @@ impl Store {
     /// records' database, made when first used by the thread that uses it (on SQLite the
     /// connection's worker thread is made there, and takes its scheduling class).
     pub fn records_writer(&self) -> calls::Writer {
-        let pool = pool_options(self.engine, 1).idle_timeout(None).max_lifetime(None).connect_lazy_with(self.records.writer.clone());
-        calls::Writer { pool, engine: self.engine }
+        let (options, paced) = &self.records.writer;
+        let pool = pool_options(self.engine, 1, if *paced { paced::PRAGMAS } else { "" })
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_lazy_with(options.clone());
+        calls::Writer { pool, engine: self.engine, paced: *paced }
     }
 
     /// Whether the database answers, for `/readyz`.
@@ -177,8 +184,21 @@ fn connect_options(url: &str) -> Result<AnyConnectOptions, Error> {
     Ok(AnyConnectOptions::from_str(url).map_err(|e| Error::validation("database.url", e.to_string()))?.disable_statement_logging())
 }
 
-/// A pool's settings: its size, and on SQLite the pragmas every connection starts with.
-fn pool_options(engine: Engine, max: u32) -> AnyPoolOptions {
+/// The record writer's connection options and whether they pace it: through the paced
+/// VFS (`paced`), or as they are if SQLite will not register it.
+fn paced_writer(options: AnyConnectOptions) -> Result<(AnyConnectOptions, bool), Error> {
+    if let Err(e) = paced::register() {
+        tracing::warn!(error = %e, "the records' paced VFS is unavailable; the record writer uses SQLite's default");
+        return Ok((options, false));
+    }
+    let mut url = options.database_url.clone();
+    url.query_pairs_mut().append_pair("vfs", paced::NAME);
+    Ok((connect_options(url.as_str())?, true))
+}
+
+/// A pool's settings: its size, and on SQLite the pragmas every connection starts with,
+/// then `more`.
+fn pool_options(engine: Engine, max: u32, more: &'static str) -> AnyPoolOptions {
     AnyPoolOptions::new().max_connections(max).acquire_timeout(Duration::from_secs(5)).after_connect(move |conn, _| {
         Box::pin(async move {
             if engine == Engine::Sqlite {
@@ -188,6 +208,9 @@ fn pool_options(engine: Engine, max: u32) -> AnyPoolOptions {
                      PRAGMA cache_size = -16384; PRAGMA mmap_size = 268435456; PRAGMA temp_store = MEMORY;",
                 )
                 .await?;
+                if !more.is_empty() {
+                    conn.execute(more).await?;
+                }
             }
             Ok(())
         })
