@@ -180,15 +180,16 @@ static METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
 };
 
 /// Each method hands the call to the default VFS's file (SQLite only calls the methods of
-/// a file this VFS opened, until it closes it); a method the default VFS's file lacks is
-/// an I/O error.
+/// a file this VFS opened, until it closes it); a method the default VFS's file lacks (or
+/// whose `iVersion` is below the one that brought it) is an I/O error.
 macro_rules! forward {
-    ($($name:ident => $field:ident($($arg:ident: $ty:ty),*) $(min $version:literal)?;)*) => {$(
+    ($($name:ident => $field:ident($($arg:ident: $ty:ty),*) since $version:literal;)*) => {$(
         unsafe extern "C" fn $name(f: *mut ffi::sqlite3_file $(, $arg: $ty)*) -> c_int {
             // SAFETY: see the macro's comment; the default VFS's methods take its file.
             unsafe {
                 let (real, m) = real(f);
-                if false $(|| m.iVersion < $version)? {
+                // The version first: an older table ends before the newer methods.
+                if m.iVersion < $version {
                     return ffi::SQLITE_IOERR;
                 }
                 match m.$field {
@@ -201,22 +202,22 @@ macro_rules! forward {
 }
 
 forward! {
-    close => xClose();
-    truncate => xTruncate(size: ffi::sqlite3_int64);
-    sync => xSync(flags: c_int);
-    file_size => xFileSize(size: *mut ffi::sqlite3_int64);
-    lock => xLock(level: c_int);
-    unlock => xUnlock(level: c_int);
-    check_reserved_lock => xCheckReservedLock(out: *mut c_int);
-    file_control => xFileControl(op: c_int, arg: *mut c_void);
-    sector_size => xSectorSize();
-    device_characteristics => xDeviceCharacteristics();
-    shm_map => xShmMap(region: c_int, size: c_int, extend: c_int, out: *mut *mut c_void) min 2;
-    shm_lock => xShmLock(offset: c_int, n: c_int, flags: c_int) min 2;
-    shm_unmap => xShmUnmap(delete: c_int) min 2;
-    unfetch => xUnfetch(offset: ffi::sqlite3_int64, p: *mut c_void) min 3;
-    read_unpaced => xRead(buf: *mut c_void, amount: c_int, offset: ffi::sqlite3_int64);
-    write_unpaced => xWrite(buf: *const c_void, amount: c_int, offset: ffi::sqlite3_int64);
+    close => xClose() since 1;
+    read_unpaced => xRead(buf: *mut c_void, amount: c_int, offset: ffi::sqlite3_int64) since 1;
+    write_unpaced => xWrite(buf: *const c_void, amount: c_int, offset: ffi::sqlite3_int64) since 1;
+    truncate => xTruncate(size: ffi::sqlite3_int64) since 1;
+    sync => xSync(flags: c_int) since 1;
+    file_size => xFileSize(size: *mut ffi::sqlite3_int64) since 1;
+    lock => xLock(level: c_int) since 1;
+    unlock => xUnlock(level: c_int) since 1;
+    check_reserved_lock => xCheckReservedLock(out: *mut c_int) since 1;
+    file_control => xFileControl(op: c_int, arg: *mut c_void) since 1;
+    sector_size => xSectorSize() since 1;
+    device_characteristics => xDeviceCharacteristics() since 1;
+    shm_map => xShmMap(region: c_int, size: c_int, extend: c_int, out: *mut *mut c_void) since 2;
+    shm_lock => xShmLock(offset: c_int, n: c_int, flags: c_int) since 2;
+    shm_unmap => xShmUnmap(delete: c_int) since 2;
+    unfetch => xUnfetch(offset: ffi::sqlite3_int64, p: *mut c_void) since 3;
 }
 
 unsafe extern "C" fn read(f: *mut ffi::sqlite3_file, buf: *mut c_void, amount: c_int, offset: ffi::sqlite3_int64) -> c_int {
@@ -249,9 +250,9 @@ unsafe extern "C" fn fetch(f: *mut ffi::sqlite3_file, offset: ffi::sqlite3_int64
     // SAFETY: as in `forward!`; without the default VFS's xFetch, SQLite is told to read.
     unsafe {
         let (real, m) = real(f);
-        match m.xFetch {
-            Some(x) if m.iVersion >= 3 => x(real, offset, amount, out),
-            _ => {
+        match if m.iVersion >= 3 { m.xFetch } else { None } {
+            Some(x) => x(real, offset, amount, out),
+            None => {
                 *out = ptr::null_mut();
                 ffi::SQLITE_OK
             }
