@@ -270,6 +270,24 @@ mod tests {
         Store,
     };
 
+    /// Call `i`, of merchant `mch_{i % 3}`.
+    fn one(i: usize) -> CallRecord {
+        CallRecord {
+            id: format!("cal_{i:028x}"),
+            at: 1_700_000_000_000 + i as i64,
+            trace_id: format!("{i:032x}"),
+            merchant_id: Some(format!("mch_{}", i % 3)),
+            app_id: Some("app_1".into()),
+            api: Some("order.get@1.0".into()),
+            status: 200,
+            code: 0,
+            latency_us: 900,
+            bytes_in: 10,
+            bytes_out: 20,
+            client_ip: "203.0.113.9".into(),
+        }
+    }
+
     /// The record writer's connection goes through this VFS: it pauses as it writes, its
     /// database is in WAL mode and checkpoints, and readers on the default VFS see every
     /// call it wrote.
@@ -285,22 +303,8 @@ mod tests {
         assert_eq!(pages, 128);
 
         let before = naps();
-        let call = |i: usize| CallRecord {
-            id: format!("cal_{i:028x}"),
-            at: 1_700_000_000_000 + i as i64,
-            trace_id: format!("{i:032x}"),
-            merchant_id: Some(format!("mch_{}", i % 3)),
-            app_id: Some("app_1".into()),
-            api: Some("order.get@1.0".into()),
-            status: 200,
-            code: 0,
-            latency_us: 900,
-            bytes_in: 10,
-            bytes_out: 20,
-            client_ip: "203.0.113.9".into(),
-        };
         for batch in 0..3 {
-            let rows: Vec<CallRecord> = (batch * 10_000..(batch + 1) * 10_000).map(call).collect();
+            let rows: Vec<CallRecord> = (batch * 10_000..(batch + 1) * 10_000).map(one).collect();
             calls::write(&writer, &rows, &[]).await.unwrap();
         }
         // Three batches of about 400 KiB of segments, plus their index rows.
@@ -317,5 +321,25 @@ mod tests {
             .map(|r| (r.get(0), r.get(1)))
             .collect();
         assert_eq!(per_merchant, vec![("mch_0".into(), 10_000), ("mch_1".into(), 10_000), ("mch_2".into(), 10_000)]);
+    }
+
+    /// The VFS joins URLs of the other forms too: `sqlite:` without slashes, no query.
+    #[tokio::test]
+    async fn the_paced_writer_opens_from_every_url_form() {
+        let dir = tempfile::tempdir().unwrap();
+        // Without `mode=rwc` the files must exist (empty files are empty databases).
+        for file in ["b.db", "b-records.db"] {
+            std::fs::File::create(dir.path().join(file)).unwrap();
+        }
+        for url in [format!("sqlite:{}/a.db?mode=rwc", dir.path().display()), format!("sqlite://{}/b.db", dir.path().display())] {
+            let store = Store::open(&url, 2).await.unwrap();
+            let writer = store.records_writer();
+            assert!(writer.paced, "{url}");
+            let rows: Vec<CallRecord> = (0..100).map(|i| CallRecord { merchant_id: None, ..one(i) }).collect();
+            calls::write(&writer, &rows, &[]).await.unwrap();
+            let mut reader = store.read_records().await.unwrap();
+            let n: i64 = sqlx::query_scalar("SELECT SUM(calls) FROM call_segments").fetch_one(&mut *reader).await.unwrap();
+            assert_eq!(n, 100, "{url}");
+        }
     }
 }
