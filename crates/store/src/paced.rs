@@ -36,9 +36,9 @@ const C_NAME: &CStr = c"portico-paced";
 /// Bytes read or written between two pauses: sixteen 4 KiB pages.
 const PACE: usize = 64 * 1024;
 
-/// A pause: long enough for the thread to leave the CPU (the kernel's timer slack makes it
-/// about 50 us), short enough that a checkpoint of a thousand pages takes a few
-/// milliseconds more.
+/// A pause: long enough for the thread to leave the CPU (with the kernel's default timer
+/// slack of 50 us it lasts about 70 us), short enough that a batch's commit and
+/// checkpoint take only a millisecond or so longer.
 const NAP: Duration = Duration::from_micros(20);
 
 /// The writer's connection's own settings. Its WAL is copied into the database every 128
