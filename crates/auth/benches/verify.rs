@@ -11,12 +11,12 @@ use portico_auth::{
     replay::NonceStore,
     signed_request::{AppKeys, RequestVerifier},
 };
-use portico_signing::{header, params, SignMethod, Signer};
+use portico_signing::{header, params, AppSecret, SignMethod, Signer};
 
 const NOW: i64 = 1_700_000_000;
 const SECRET: &str = "sk_live_0123456789abcdef0123456789abcdef0123456789abcdef";
 
-static SECRETS: std::sync::LazyLock<[String; 1]> = std::sync::LazyLock::new(|| [SECRET.to_string()]);
+static SECRETS: std::sync::LazyLock<[AppSecret; 1]> = std::sync::LazyLock::new(|| [AppSecret::new(SECRET.to_string())]);
 
 fn keys(_: &str) -> Option<AppKeys<'static>> {
     Some(AppKeys { secrets: &SECRETS[..], rsa_public_key: None, sandbox: false, usable: true })

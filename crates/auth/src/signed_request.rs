@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use portico_core::{http::ApiError, Code};
-use portico_signing::{header, params, timestamp, SignError, SignMethod, Verifier};
+use portico_signing::{header, params, timestamp, AppSecret, SignError, SignMethod, Verifier};
 use rsa::RsaPublicKey;
 use serde_json::json;
 
@@ -16,7 +16,7 @@ use crate::replay::NonceStore;
 /// wherever the caller keeps apps (the gateway's snapshot): nothing is copied per call.
 pub struct AppKeys<'k> {
     /// The current secret first, then a rotated one still in its grace period.
-    pub secrets: &'k [String],
+    pub secrets: &'k [AppSecret],
     pub rsa_public_key: Option<&'k RsaPublicKey>,
     /// Sandbox credentials get the canonical string back on a bad signature.
     pub sandbox: bool,
@@ -131,7 +131,7 @@ impl RequestVerifier {
             let public = keys.rsa_public_key.ok_or_else(|| Rejection::UnsupportedSignMethod("rsa2 (the app has no RSA public key)".into()))?;
             params::verify_string(method, &string, sign, Verifier::Rsa(public))
         } else {
-            first_ok(keys.secrets, |s| params::verify_string(method, &string, sign, Verifier::Secret(s)))
+            first_ok(keys.secrets, |s| params::verify_string(method, &string, sign, Verifier::Keyed(s)))
         };
         if let Err(e) = result {
             return Err(Rejection::BadSignature { canonical: keys.sandbox.then_some(string), reason: e.to_string() });
@@ -163,7 +163,7 @@ impl RequestVerifier {
                 let public = keys.rsa_public_key.ok_or_else(|| Rejection::UnsupportedSignMethod("PORTICO-RSA2 (the app has no RSA public key)".into()))?;
                 header::verify(&auth, http_method, path_and_query, body, Verifier::Rsa(public))
             }
-            header::Scheme::HmacSha256 => first_ok(keys.secrets, |s| header::verify(&auth, http_method, path_and_query, body, Verifier::Secret(s))),
+            header::Scheme::HmacSha256 => first_ok(keys.secrets, |s| header::verify(&auth, http_method, path_and_query, body, Verifier::Keyed(s))),
         };
         if let Err(e) = result {
             let message = keys.sandbox.then(|| String::from_utf8_lossy(&header::message(http_method, path_and_query, &auth.timestamp, &auth.nonce, body)).into_owned());
@@ -194,7 +194,7 @@ impl RequestVerifier {
     }
 }
 
-fn first_ok(secrets: &[String], check: impl Fn(&str) -> Result<(), SignError>) -> Result<(), SignError> {
+fn first_ok(secrets: &[AppSecret], check: impl Fn(&AppSecret) -> Result<(), SignError>) -> Result<(), SignError> {
     let mut last = SignError::Mismatch;
     for s in secrets {
         match check(s) {
@@ -216,7 +216,7 @@ mod tests {
         RequestVerifier::new(Duration::from_secs(300), NonceStore::memory(Duration::from_secs(600)))
     }
 
-    static SECRETS: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| ["new".into(), "old".into()]);
+    static SECRETS: std::sync::LazyLock<[AppSecret; 2]> = std::sync::LazyLock::new(|| [AppSecret::new("new".into()), AppSecret::new("old".into())]);
 
     fn keys(sandbox: bool) -> impl FnOnce(&str) -> Option<AppKeys<'static>> {
         move |k| (k == "ak_1").then(|| AppKeys { secrets: &SECRETS[..], rsa_public_key: None, sandbox, usable: true })

@@ -24,7 +24,7 @@ use portico_auth::{replay::NonceStore, signed_request::RequestVerifier};
 use portico_console::{Change, Platform};
 use portico_core::{time::now_ms, Error};
 use portico_oauth::OAuth;
-use portico_signing::identity::IdentityKey;
+use portico_signing::HmacKey;
 use snapshot::{load_apps, AppScope, Snapshot};
 
 /// How often instances with a health path are probed.
@@ -62,7 +62,7 @@ struct Inner {
     platform: Platform,
     oauth: OAuth,
     settings: GatewaySettings,
-    identity_key: IdentityKey,
+    identity_key: HmacKey,
     snapshot: ArcSwap<Snapshot>,
     verifier: RequestVerifier,
     client: upstream::Client,
@@ -85,8 +85,8 @@ impl Gateway {
             None => (NonceStore::memory(settings.signature_window * 2), limiter::Limits::Memory(limiter::RateLimiter::new())),
         };
         let identity_key = match &settings.identity_key {
-            Some(key) => IdentityKey::new(key),
-            None => IdentityKey::new(&platform.master_key().derive("gateway identity")),
+            Some(key) => HmacKey::new(key),
+            None => HmacKey::new(&platform.master_key().derive("gateway identity")),
         };
         let gw = Gateway {
             inner: Arc::new(Inner {
@@ -117,7 +117,7 @@ impl Gateway {
     pub(crate) fn settings(&self) -> &GatewaySettings {
         &self.inner.settings
     }
-    pub(crate) fn identity_key(&self) -> &IdentityKey {
+    pub(crate) fn identity_key(&self) -> &HmacKey {
         &self.inner.identity_key
     }
     pub(crate) fn verifier(&self) -> &RequestVerifier {

@@ -15,6 +15,7 @@ use portico_core::{
     domain::{IpAllowlist, JsonPointer},
     Error, FastHasher, FastMap,
 };
+use portico_signing::AppSecret;
 use portico_store::{catalog::ApiRecord, registry::InstanceRecord, Conn};
 use rsa::{pkcs8::DecodePublicKey, RsaPublicKey};
 
@@ -28,7 +29,7 @@ pub struct AppEntry {
     pub merchant_id: String,
     pub environment: String,
     /// The current secret, then the previous one during a rotation's grace period.
-    pub secrets: Vec<String>,
+    pub secrets: Vec<AppSecret>,
     /// Until when the previous secret is live (ms); 0 when there is none.
     pub previous_until: i64,
     pub rsa_public_key: Option<RsaPublicKey>,
@@ -253,7 +254,7 @@ pub async fn load_apps(platform: &Platform, conn: &mut Conn, scope: AppScope<'_>
     }
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
-        let secrets = platform.live_secrets(&r.credential)?;
+        let secrets = platform.live_secrets(&r.credential)?.into_iter().map(AppSecret::new).collect();
         let allow: Vec<String> = serde_json::from_str(&r.app.ip_allowlist).unwrap_or_default();
         out.push(AppEntry {
             app_key: r.credential.app_key.clone(),

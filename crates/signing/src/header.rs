@@ -152,6 +152,7 @@ pub fn verify(auth: &Authorization, method: &str, path_and_query: &str, body: &[
     let presented = b64().decode(auth.signature.as_bytes()).map_err(|_| SignError::Malformed("not base64"))?;
     match (auth.scheme, key) {
         (Scheme::HmacSha256, Verifier::Secret(s)) => eq_bytes(&presented, &hmac_sha256(s.as_bytes(), &msg)),
+        (Scheme::HmacSha256, Verifier::Keyed(s)) => eq_bytes(&presented, &s.sha256().mac(&msg)),
         (Scheme::Rsa2, Verifier::Rsa(k)) => rsa_verify(k, &msg, &presented),
         (Scheme::HmacSha256, _) => Err(SignError::WrongKey("PORTICO-HMAC-SHA256", "the app secret")),
         (Scheme::Rsa2, _) => Err(SignError::WrongKey("PORTICO-RSA2", "the app's RSA public key")),
@@ -178,6 +179,10 @@ mod tests {
         assert_eq!(verify(&a, "POST", "/api/a", b"{\"a\":2}", Verifier::Secret("s")), Err(SignError::Mismatch));
         assert_eq!(verify(&a, "PUT", "/api/a", b"{\"a\":1}", Verifier::Secret("s")), Err(SignError::Mismatch));
         assert_eq!(verify(&a, "POST", "/api/a", b"{\"a\":1}", Verifier::Secret("t")), Err(SignError::Mismatch));
+        // The secret keyed ahead, as the gateway holds it, answers the same.
+        verify(&a, "POST", "/api/a", b"{\"a\":1}", Verifier::Keyed(&crate::AppSecret::new("s".into()))).unwrap();
+        assert_eq!(verify(&a, "POST", "/api/a", b"{\"a\":2}", Verifier::Keyed(&crate::AppSecret::new("s".into()))), Err(SignError::Mismatch));
+        assert_eq!(verify(&a, "POST", "/api/a", b"{\"a\":1}", Verifier::Keyed(&crate::AppSecret::new("t".into()))), Err(SignError::Mismatch));
 
         let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap();
         let h = sign(Scheme::Rsa2, "ak_1", "GET", "/api/b?q=1", "1700000000", "n", b"", Signer::Rsa(&key)).unwrap();

@@ -13,6 +13,8 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::HmacKey;
+
 pub const PREFIX: &str = "x-portico-";
 
 /// The identity of one call. Owned (`String`) on the service's side; the gateway signs
@@ -32,21 +34,10 @@ pub struct Identity<S = String> {
 /// The signature header's value: base64 of 32 bytes.
 const SIGNATURE_LEN: usize = 44;
 
-/// The identity key, keyed once: HMAC's inner and outer pads hashed ahead, so that
-/// signing a call's identity hashes its message only (two SHA-256 blocks fewer a call).
-#[derive(Clone)]
-pub struct IdentityKey(Hmac<Sha256>);
-
-impl IdentityKey {
-    pub fn new(key: &[u8]) -> IdentityKey {
-        IdentityKey(Hmac::<Sha256>::new_from_slice(key).expect("any key length"))
-    }
-}
-
 impl<S: AsRef<str>> Identity<S> {
     /// The MAC over `app\nmerchant\n…\ntimestamp\n`, fed piece by piece.
-    fn mac(&self, key: &IdentityKey) -> Hmac<Sha256> {
-        let mut mac = key.0.clone();
+    fn mac(&self, key: &HmacKey) -> Hmac<Sha256> {
+        let mut mac = key.start();
         for part in [&self.app_id, &self.merchant_id, &self.internal_user_id, &self.user_id, &self.scope, &self.environment, &self.trace_id] {
             mac.update(part.as_ref().as_bytes());
             mac.update(b"\n");
@@ -58,12 +49,12 @@ impl<S: AsRef<str>> Identity<S> {
     }
 
     pub fn sign(&self, key: &[u8]) -> String {
-        base64::engine::general_purpose::STANDARD.encode(self.mac(&IdentityKey::new(key)).finalize().into_bytes())
+        base64::engine::general_purpose::STANDARD.encode(self.mac(&HmacKey::new(key)).finalize().into_bytes())
     }
 
     /// Hands each header to send upstream, signature included, to `f` (name, value); the
     /// optional ones only when not empty.
-    pub fn each_header(&self, key: &IdentityKey, mut f: impl FnMut(&'static str, &[u8])) {
+    pub fn each_header(&self, key: &HmacKey, mut f: impl FnMut(&'static str, &[u8])) {
         let mut signature = [0u8; SIGNATURE_LEN];
         let written = base64::engine::general_purpose::STANDARD.encode_slice(self.mac(key).finalize().into_bytes(), &mut signature).unwrap_or(0);
         let mut digits = [0u8; 20];
@@ -83,7 +74,7 @@ impl<S: AsRef<str>> Identity<S> {
     /// The headers to send upstream, signature included.
     pub fn headers(&self, key: &[u8]) -> Vec<(&'static str, String)> {
         let mut out = Vec::with_capacity(9);
-        self.each_header(&IdentityKey::new(key), |k, v| out.push((k, String::from_utf8_lossy(v).into_owned())));
+        self.each_header(&HmacKey::new(key), |k, v| out.push((k, String::from_utf8_lossy(v).into_owned())));
         out
     }
 }
@@ -112,7 +103,7 @@ impl Identity {
             timestamp: get("x-portico-timestamp")?.parse().ok()?,
         };
         let presented = base64::engine::general_purpose::STANDARD.decode(get("x-portico-identity")?).ok()?;
-        id.mac(&IdentityKey::new(key)).verify_slice(&presented).ok()?;
+        id.mac(&HmacKey::new(key)).verify_slice(&presented).ok()?;
         Some(id)
     }
 }

@@ -154,7 +154,7 @@ async fn portico_sign_round_trips_through_the_verifier() {
         let signature = v["signature"].as_str().unwrap();
         let mut pairs: Vec<(&str, &str)> = params.iter().map(|p| p.split_once('=').unwrap()).collect();
         pairs.push(("sign", signature));
-        let secrets = ["sk_test_secret".to_string()];
+        let secrets = [portico_signing::AppSecret::new("sk_test_secret".to_string())];
         let keys = |_: &str| Some(AppKeys { secrets: &secrets, rsa_public_key: Some(&public), sandbox: true, usable: true });
         verifier.verify_params(true, &pairs, keys, now).await.unwrap_or_else(|e| panic!("{method:?}: {e:?}"));
         if method != SignMethod::Rsa2 {
