@@ -126,13 +126,13 @@ impl Recorder {
                     }
                     // The queue is emptied and its records packed every few milliseconds,
                     // not once a batch, a slice at a time with a pause between slices (see
-                    // `nap`): the packing is spread over the batch's quarter second, and
+                    // `SLICE`): the packing is spread over the batch's quarter second, and
                     // the channel's blocks and the records' strings go back to the serving
                     // thread while still in its caches.
                     if rx.is_empty() {
                         tokio::time::sleep(DRAIN).await;
                     } else {
-                        nap();
+                        portico_store::paced::nap();
                     }
                     let room = (BATCH - packer.len() - keys.len()).min(SLICE);
                     if !rx.is_empty() && rx.recv_many(&mut queued, room).await == 0 {
@@ -175,6 +175,15 @@ impl Recorder {
 }
 
 /// Records taken from the queue and packed at a time, between two pauses of the writer.
+///
+/// On `SCHED_IDLE` the writer still gets the CPU at times, when the serving thread has run
+/// past its share at a scheduler tick; it then keeps the CPU until it blocks or its own
+/// slice runs out, and while a core runs only idle-class work the kernel counts it as
+/// idle and does not move the waiting serving thread to the other core. Every call in
+/// flight waited those milliseconds (BENCHMARKS.md). A slice of records is about a tenth
+/// of a millisecond of work; the writer then sleeps (`portico_store::paced::nap`), as
+/// SQLite's thread does under the records' paced VFS, whose notes say why a yield is not
+/// enough.
 const SLICE: usize = 128;
 
 /// Packs records taken from the queue into the batch.
@@ -185,19 +194,6 @@ fn take(queued: &mut Vec<Record>, packer: &mut Packer, keys: &mut Vec<BusinessKe
             Record::BusinessKey(k) => keys.push(k),
         }
     }
-}
-
-/// Leaves the CPU for a moment between two slices of records.
-///
-/// On `SCHED_IDLE` the writer still gets the CPU at times, when the serving thread has run
-/// past its share at a scheduler tick; it then keeps the CPU until it blocks or its own
-/// slice runs out, and while a core runs only idle-class work the kernel counts it as
-/// idle and does not move the waiting serving thread to the other core. Every call in
-/// flight waited those milliseconds (BENCHMARKS.md). A slice of records is about a tenth
-/// of a millisecond of work; the writer then sleeps, as SQLite's thread does under the
-/// records' paced VFS (`portico_store::paced`, which says why a yield is not enough).
-fn nap() {
-    portico_store::paced::nap();
 }
 
 /// Makes the calling thread yield to the threads serving calls, and to every other

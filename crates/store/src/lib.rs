@@ -59,9 +59,10 @@ pub struct Store {
 
 #[derive(Clone, Debug)]
 struct Records {
-    /// How the record writer connects: to the records' file (through the paced VFS when
-    /// the flag says so), or to the main database.
-    writer: (AnyConnectOptions, bool),
+    /// How the record writer connects: to the records' file, or to the main database.
+    writer: AnyConnectOptions,
+    /// Whether `writer` goes through the paced VFS (`paced`).
+    paced: bool,
     /// Reads: the records' own pool, or the main reader.
     reader: AnyPool,
 }
@@ -111,11 +112,12 @@ impl Store {
             }
         };
         let records = match records {
-            Some((records_options, _)) => Records {
-                reader: pool_options(engine, max_connections.clamp(2, 4), "").connect_lazy_with(records_options.clone()),
-                writer: paced_writer(records_options)?,
-            },
-            None => Records { writer: (options, false), reader: reader.clone() },
+            Some((records_options, _)) => {
+                let reader = pool_options(engine, max_connections.clamp(2, 4), "").connect_lazy_with(records_options.clone());
+                let (writer, paced) = paced_writer(records_options)?;
+                Records { writer, paced, reader }
+            }
+            None => Records { writer: options, paced: false, reader: reader.clone() },
         };
         Ok(Store { writer, reader, engine, records })
     }
@@ -149,12 +151,12 @@ impl Store {
     /// records' database, made when first used by the thread that uses it (on SQLite the
     /// connection's worker thread is made there, and takes its scheduling class).
     pub fn records_writer(&self) -> calls::Writer {
-        let (options, paced) = &self.records.writer;
-        let pool = pool_options(self.engine, 1, if *paced { paced::PRAGMAS } else { "" })
+        let paced = self.records.paced;
+        let pool = pool_options(self.engine, 1, if paced { paced::PRAGMAS } else { "" })
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_lazy_with(options.clone());
-        calls::Writer { pool, engine: self.engine, paced: *paced }
+            .connect_lazy_with(self.records.writer.clone());
+        calls::Writer { pool, engine: self.engine, paced }
     }
 
     /// Whether the database answers, for `/readyz`.
