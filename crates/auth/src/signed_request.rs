@@ -24,10 +24,10 @@ pub struct AppKeys<'k> {
     pub usable: bool,
 }
 
-/// A verified caller.
+/// A verified call: its caller is the app the lookup found (the lookup can keep what it
+/// found; the verifier copies nothing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
-    pub app_key: String,
     pub timestamp: i64,
 }
 
@@ -103,15 +103,16 @@ impl RequestVerifier {
     }
 
     /// Verifies a parameter-style call. `params` are the decoded query and form
-    /// parameters; `is_get` makes the nonce optional.
-    pub async fn verify_params<'k>(
+    /// parameters (any pairs of texts, as the caller parsed them); `is_get` makes the
+    /// nonce optional.
+    pub async fn verify_params<'k, K: AsRef<str>, V: AsRef<str>>(
         &self,
         is_get: bool,
-        params: &[(&str, &str)],
+        params: &[(K, V)],
         lookup: impl FnOnce(&str) -> Option<AppKeys<'k>>,
         now_secs: i64,
     ) -> Result<Verified, Rejection> {
-        let get = |name: &'static str| params.iter().find(|(k, _)| *k == name).map(|(_, v)| *v).filter(|v| !v.is_empty());
+        let get = |name: &'static str| params.iter().find(|(k, _)| k.as_ref() == name).map(|(_, v)| v.as_ref()).filter(|v| !v.is_empty());
         let app_key = get("app_key").ok_or(Rejection::MissingParameter("app_key"))?;
         let method_text = get("sign_method").ok_or(Rejection::MissingParameter("sign_method"))?;
         let method = SignMethod::parse(method_text).ok_or_else(|| Rejection::UnsupportedSignMethod(method_text.to_string()))?;
@@ -139,7 +140,7 @@ impl RequestVerifier {
         if let Some(n) = nonce {
             self.remember(app_key, n).await?;
         }
-        Ok(Verified { app_key: app_key.to_string(), timestamp: ts })
+        Ok(Verified { timestamp: ts })
     }
 
     /// Verifies a header-style call (`Authorization: PORTICO-HMAC-SHA256 …`).
@@ -170,7 +171,7 @@ impl RequestVerifier {
             return Err(Rejection::BadSignature { canonical: message, reason: e.to_string() });
         }
         self.remember(&auth.app_key, &auth.nonce).await?;
-        Ok(Verified { app_key: auth.app_key, timestamp: ts })
+        Ok(Verified { timestamp: ts })
     }
 
     fn fresh(&self, text: &str, allow_top: bool, now_secs: i64) -> Result<i64, Rejection> {

@@ -400,8 +400,13 @@ impl Gateway {
     }
 
     async fn identify(&self, snap: &Snapshot, req: &Inbound<'_>, params: &[(Cow<'_, str>, Cow<'_, str>)], now_ms: i64) -> Result<Caller, ApiError> {
+        // A signature's app, as the verifier's lookup found it (found once, not again
+        // by its key after verification).
+        let mut found = None;
         let lookup = |key: &str| {
-            snap.app(key).map(|e| AppKeys {
+            let e = snap.app(key)?;
+            found = Some(e);
+            Some(AppKeys {
                 secrets: if e.previous_until > now_ms { &e.secrets } else { &e.secrets[..e.secrets.len().min(1)] },
                 rsa_public_key: e.rsa_public_key.as_ref(),
                 sandbox: e.environment == "sandbox",
@@ -417,16 +422,15 @@ impl Gateway {
                 return Ok(Caller { app, token: Some(info), scoped: true });
             }
             if sig_header::is_header_style(auth) {
-                let v = self.verifier().verify_header(auth, req.method.as_str(), req.target, &req.body, lookup, now).await.map_err(ApiError::from)?;
-                let app = snap.app(&v.app_key).cloned().ok_or_else(|| refuse(Code::Unauthenticated, "unknown app_key"))?;
+                self.verifier().verify_header(auth, req.method.as_str(), req.target, &req.body, lookup, now).await.map_err(ApiError::from)?;
+                let app = found.cloned().ok_or_else(|| refuse(Code::Unauthenticated, "unknown app_key"))?;
                 return Ok(Caller { app, token: None, scoped: false });
             }
             return Err(refuse(Code::Unauthenticated, "Authorization must be `Bearer <token>` or a PORTICO-* signature"));
         }
         if params.iter().any(|(k, _)| k == "sign") {
-            let refs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
-            let v = self.verifier().verify_params(req.method == Method::GET, &refs, lookup, now).await.map_err(ApiError::from)?;
-            let app = snap.app(&v.app_key).cloned().ok_or_else(|| refuse(Code::Unauthenticated, "unknown app_key"))?;
+            self.verifier().verify_params(req.method == Method::GET, params, lookup, now).await.map_err(ApiError::from)?;
+            let app = found.cloned().ok_or_else(|| refuse(Code::Unauthenticated, "unknown app_key"))?;
             // `session` carries an end user's access token, as on Taobao.
             let token = match params.iter().find(|(k, _)| k == "session").map(|(_, v)| v.as_ref()) {
                 Some(s) => {

@@ -67,9 +67,11 @@ impl SignMethod {
 }
 
 /// The parameters that take part in signing, sorted: not `sign`, not empty, not repeated.
-fn selected<'a>(params: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+/// Parameters are any pairs of texts: `(&str, &str)`, or the gateway's borrowed-or-decoded
+/// `Cow`s as parsed, without a copy.
+fn selected<K: AsRef<str>, V: AsRef<str>>(params: &[(K, V)]) -> Vec<(&str, &str)> {
     let mut v: Vec<(&str, &str)> = Vec::with_capacity(params.len());
-    v.extend(params.iter().copied().filter(|(k, _)| *k != "sign"));
+    v.extend(params.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).filter(|(k, _)| *k != "sign"));
     v.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     // Kept pairs move to the front of the same vector.
     let mut kept = 0;
@@ -91,7 +93,7 @@ fn selected<'a>(params: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
 }
 
 /// The canonical string: `a=1&b=2`.
-pub fn canonical(params: &[(&str, &str)]) -> String {
+pub fn canonical<K: AsRef<str>, V: AsRef<str>>(params: &[(K, V)]) -> String {
     let sel = selected(params);
     let mut s = String::with_capacity(sel.iter().map(|(k, v)| k.len() + v.len() + 2).sum());
     for (i, (k, v)) in sel.iter().enumerate() {
@@ -106,7 +108,7 @@ pub fn canonical(params: &[(&str, &str)]) -> String {
 }
 
 /// TOP's string: `a1b2`.
-pub fn top_string(params: &[(&str, &str)]) -> String {
+pub fn top_string<K: AsRef<str>, V: AsRef<str>>(params: &[(K, V)]) -> String {
     let sel = selected(params);
     let mut s = String::with_capacity(sel.iter().map(|(k, v)| k.len() + v.len()).sum());
     for (k, v) in sel {
@@ -117,7 +119,7 @@ pub fn top_string(params: &[(&str, &str)]) -> String {
 }
 
 /// The string that `method` signs: the canonical string, or TOP's.
-pub fn string_to_sign(method: SignMethod, params: &[(&str, &str)]) -> String {
+pub fn string_to_sign<K: AsRef<str>, V: AsRef<str>>(method: SignMethod, params: &[(K, V)]) -> String {
     if method.is_top() {
         top_string(params)
     } else {
@@ -133,7 +135,7 @@ fn secret_of(method: SignMethod, key: Signer<'_>) -> Result<&str, SignError> {
 }
 
 /// Signs the parameters (the `sign` parameter, if present, is ignored).
-pub fn sign(method: SignMethod, params: &[(&str, &str)], key: Signer<'_>) -> Result<String, SignError> {
+pub fn sign<K: AsRef<str>, V: AsRef<str>>(method: SignMethod, params: &[(K, V)], key: Signer<'_>) -> Result<String, SignError> {
     sign_string(method, &string_to_sign(method, params), key)
 }
 
@@ -199,7 +201,7 @@ pub fn verify_string(method: SignMethod, string: &str, presented: &str, key: Ver
 }
 
 /// Checks the `sign` of a parameter set.
-pub fn verify(method: SignMethod, params: &[(&str, &str)], presented: &str, key: Verifier<'_>) -> Result<(), SignError> {
+pub fn verify<K: AsRef<str>, V: AsRef<str>>(method: SignMethod, params: &[(K, V)], presented: &str, key: Verifier<'_>) -> Result<(), SignError> {
     verify_string(method, &string_to_sign(method, params), presented, key)
 }
 
