@@ -8,6 +8,7 @@
 #   PORTICO_BIN=/path/to/portico bench/gateway.sh   # another build of Portico
 #   INSTRUCTIONS=1 bench/gateway.sh  # instructions per call (callgrind), not throughput
 #   COMPARE=/path/to/other/portico bench/gateway.sh   # two builds side by side (below)
+#   SAME_BYTES=1 bench/gateway.sh   # against nginx forwarding the same header bytes (below)
 #
 # Portico runs the full pipeline: route, token (or signature) authentication, app and
 # merchant checks, IP allowlist, grant check, rate limit (a limit far above the load, so
@@ -32,6 +33,7 @@ work=$(mktemp -d)
 cleanup() {
   kill "$(cat "$work/pid" 2>/dev/null)" "$(cat "$work/pid2" 2>/dev/null)" "$(cat "$work/beat.pid" 2>/dev/null)" 2>/dev/null || true
   NGINX_WORKERS=$WORKERS bash "$baseline" stop "$work/nginx" >/dev/null 2>&1 || true
+  [[ -f $work/nginx/same.pid ]] && kill "$(cat "$work/nginx/same.pid")" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -116,6 +118,81 @@ if [[ -n ${INSTRUCTIONS:-} ]]; then
   exit 0
 fi
 
+# Rotated short runs of A, B and nginx (N): `triples LABEL URL_A URL_B [wrk args for A and B]`,
+# TRIPLES times (default 20 x COMPARE_SECONDS, 3 s); prints medians and quartiles of
+# A/nginx, B/nginx and B/A, and p99 medians.
+triples() {
+  local label=$1 a=$2 b=$3 i who order out
+  shift 3
+  for p in "$a" "$b"; do curl -fs "$@" "$p" >/dev/null || { echo "$label: a call to $p failed"; exit 1; }; done
+  for i in $(seq "${TRIPLES:-20}"); do
+    case $((i % 3)) in 0) order="A B N" ;; 1) order="B N A" ;; 2) order="N A B" ;; esac
+    for who in $order; do
+      case $who in A) u=$a ;; B) u=$b ;; N) u=http://127.0.0.1:9001/order ;; esac
+      if [[ $who == N ]]; then out=$(wrk -t1 -c64 -d"${COMPARE_SECONDS:-3}s" --latency "$u"); else out=$(wrk -t1 -c64 -d"${COMPARE_SECONDS:-3}s" --latency "$@" "$u"); fi
+      if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then echo "$label $who: errors during the run: $(grep -E 'Non-2xx|Socket errors' <<<"$out")" >&2; fi
+      echo "$i $who $(awk '/Requests\/sec/ {r = $2} $1 == "99%" {p = $2} END {print r, p}' <<<"$out")"
+    done
+  done | python3 -c '
+import statistics as st, sys
+runs = {}
+for line in sys.stdin:
+  i, who, rps, p99 = line.split()
+  unit = next(u for u in ("us", "ms", "s") if p99.endswith(u))
+  runs.setdefault(i, {})[who] = (float(rps), float(p99[: -len(unit)]) * {"us": 0.001, "ms": 1, "s": 1000}[unit])
+full = [r for r in runs.values() if len(r) == 3]
+def show(name, xs):
+  q = st.quantiles(xs, n=4)
+  print(f"  {name}: median {st.median(xs):.3f} (quartiles {q[0]:.3f}-{q[2]:.3f})")
+print(f"{sys.argv[1]}: {len(full)} triples of {sys.argv[2]} s runs")
+show("A/nginx", [r["A"][0] / r["N"][0] for r in full])
+show("B/nginx", [r["B"][0] / r["N"][0] for r in full])
+show("B/A", [r["B"][0] / r["A"][0] for r in full])
+print("  p99 medians (ms): A %.2f, B %.2f, nginx %.2f" % tuple(st.median(r[k][1] for r in full) for k in "ABN"))
+' "$label" "${COMPARE_SECONDS:-3}"
+}
+if [[ -n ${SAME_BYTES:-} ]]; then
+  # Portico (A) against nginx forwarding the same header bytes (B, on :9002): the identity
+  # headers Portico hands the service (values of the same lengths; the backend only parses
+  # them), the client's Authorization header dropped as Portico drops it, and the
+  # RateLimit and trace id headers Portico answers with. Plain nginx (N) as ever. Says how
+  # much of the gap to plain nginx is the work those headers cause the backend and wrk.
+  cat >"$work/nginx/same.conf" <<CONF
+worker_processes $WORKERS;
+pid $work/nginx/same.pid;
+error_log $work/nginx/same-error.log;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  upstream backend { server 127.0.0.1:9101; keepalive 256; }
+  server {
+    listen 127.0.0.1:9002;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "";
+      proxy_set_header x-portico-app-id $app;
+      proxy_set_header x-portico-merchant-id $m;
+      proxy_set_header x-portico-scope bench;
+      proxy_set_header x-portico-environment production;
+      proxy_set_header x-trace-id 01a2373b32a040580601fdbe6a1ddee3;
+      proxy_set_header x-portico-timestamp 1796222956;
+      proxy_set_header x-portico-identity 94c5t4XiEuE5mlxmr2NZ/nPyQ1lCbe6NZKH/8OQeLnw=;
+      add_header ratelimit-limit 10000000;
+      add_header ratelimit-remaining 9999999;
+      add_header x-trace-id 01a2373b32a040580601fdbe6a1ddee3;
+    }
+  }
+}
+CONF
+  nginx -c "$work/nginx/same.conf"
+  sleep 0.5
+  echo "== A: Portico ($bin), B: nginx forwarding the same header bytes"
+  triples "bearer token" http://127.0.0.1:18080/api/bench/order http://127.0.0.1:9002/order -H "Authorization: Bearer $token"
+  exit 0
+fi
+
 if [[ -n ${COMPARE:-} ]]; then
   # Two builds side by side: this one (A) and $COMPARE (B), each on its own copy of the
   # same data directory (ports 18080 and 28080), and nginx (N), in short wrk runs in
@@ -137,36 +214,6 @@ if [[ -n ${COMPARE:-} ]]; then
     curl -fs "http://127.0.0.1:$p/registry/v1/instances" -H 'content-type: application/json' -d '{"id":"bench-1","service":"bench","host":"127.0.0.1","port":9101}' >/dev/null
   done
   sleep 1
-  triples() {
-    local label=$1 a=$2 b=$3 i who order out
-    shift 3
-    for p in "$a" "$b"; do curl -fs "$@" "$p" >/dev/null || { echo "$label: a call to $p failed"; exit 1; }; done
-    for i in $(seq "${TRIPLES:-20}"); do
-      case $((i % 3)) in 0) order="A B N" ;; 1) order="B N A" ;; 2) order="N A B" ;; esac
-      for who in $order; do
-        case $who in A) u=$a ;; B) u=$b ;; N) u=http://127.0.0.1:9001/order ;; esac
-        if [[ $who == N ]]; then out=$(wrk -t1 -c64 -d"${COMPARE_SECONDS:-3}s" --latency "$u"); else out=$(wrk -t1 -c64 -d"${COMPARE_SECONDS:-3}s" --latency "$@" "$u"); fi
-        if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then echo "$label $who: errors during the run: $(grep -E 'Non-2xx|Socket errors' <<<"$out")" >&2; fi
-        echo "$i $who $(awk '/Requests\/sec/ {r = $2} $1 == "99%" {p = $2} END {print r, p}' <<<"$out")"
-      done
-    done | python3 -c '
-import statistics as st, sys
-runs = {}
-for line in sys.stdin:
-    i, who, rps, p99 = line.split()
-    unit = next(u for u in ("us", "ms", "s") if p99.endswith(u))
-    runs.setdefault(i, {})[who] = (float(rps), float(p99[: -len(unit)]) * {"us": 0.001, "ms": 1, "s": 1000}[unit])
-full = [r for r in runs.values() if len(r) == 3]
-def show(name, xs):
-    q = st.quantiles(xs, n=4)
-    print(f"  {name}: median {st.median(xs):.3f} (quartiles {q[0]:.3f}-{q[2]:.3f})")
-print(f"{sys.argv[1]}: {len(full)} triples of {sys.argv[2]} s runs")
-show("A/nginx", [r["A"][0] / r["N"][0] for r in full])
-show("B/nginx", [r["B"][0] / r["N"][0] for r in full])
-show("B/A", [r["B"][0] / r["A"][0] for r in full])
-print("  p99 medians (ms): A %.2f, B %.2f, nginx %.2f" % tuple(st.median(r[k][1] for r in full) for k in "ABN"))
-' "$label" "${COMPARE_SECONDS:-3}"
-  }
   echo "== A: $bin, B: $COMPARE"
   triples "bearer token" http://127.0.0.1:18080/api/bench/order http://127.0.0.1:28080/api/bench/order -H "Authorization: Bearer $token"
   signed=$(signed_url)
