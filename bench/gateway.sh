@@ -154,9 +154,10 @@ print("  p99 medians (ms): A %.2f, B %.2f, nginx %.2f" % tuple(st.median(r[k][1]
 if [[ -n ${SAME_BYTES:-} ]]; then
   # Portico (A) against nginx forwarding the same header bytes (B, on :9002): the identity
   # headers Portico hands the service (values of the same lengths; the backend only parses
-  # them), the client's Authorization header dropped as Portico drops it, and the
-  # RateLimit and trace id headers Portico answers with. Plain nginx (N) as ever. Says how
-  # much of the gap to plain nginx is the work those headers cause the backend and wrk.
+  # them), the client's Authorization header or signed call's parameters dropped as
+  # Portico drops them, and the RateLimit and trace id headers Portico answers with. Plain
+  # nginx (N) as ever. Says how much of the gap to plain nginx is the work those headers
+  # cause the backend and wrk.
   cat >"$work/nginx/same.conf" <<CONF
 worker_processes $WORKERS;
 pid $work/nginx/same.pid;
@@ -167,6 +168,8 @@ http {
   upstream backend { server 127.0.0.1:9101; keepalive 256; }
   server {
     listen 127.0.0.1:9002;
+    # Signed calls: the single entry's parameters stay here, as Portico keeps them.
+    rewrite ^/router/rest /order? last;
     location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;
@@ -190,6 +193,8 @@ CONF
   sleep 0.5
   echo "== A: Portico ($bin), B: nginx forwarding the same header bytes"
   triples "bearer token" http://127.0.0.1:18080/api/bench/order http://127.0.0.1:9002/order -H "Authorization: Bearer $token"
+  signed=$(signed_url)
+  triples "HMAC-signed" "$signed" "${signed/18080/9002}"
   exit 0
 fi
 
