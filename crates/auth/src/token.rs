@@ -3,7 +3,6 @@
 //! is (`pt_at_` console access token, `pt_rt_` refresh token, `pt_ss_` browser session).
 
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 /// A new random token of 32 bytes behind `prefix`.
 pub fn generate(prefix: &str) -> String {
@@ -22,10 +21,9 @@ pub fn digest_in<'b>(token: &str, buf: &'b mut [u8; 64]) -> &'b str {
     std::str::from_utf8(buf).unwrap_or_default()
 }
 
-/// Constant-time equality for secrets and signatures.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && bool::from(a.ct_eq(b))
-}
+/// Constant-time equality for secrets and signatures (one implementation, the signing
+/// crate's).
+pub use portico_signing::constant_time_eq;
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,6 @@
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use subtle::ConstantTimeEq;
 
 pub const PREFIX: &str = "whsec_";
 
@@ -75,7 +74,7 @@ pub fn verify(key: &WebhookKey, msg_id: &str, timestamp: &str, signatures: &str,
     }
     let expected = key.sign(msg_id, ts, body);
     let expected = expected.as_bytes();
-    let matched = signatures.split(' ').any(|s| s.len() == expected.len() && bool::from(s.as_bytes().ct_eq(expected)));
+    let matched = signatures.split(' ').any(|s| crate::constant_time_eq(s.as_bytes(), expected));
     if matched {
         Ok(())
     } else {
